@@ -1,0 +1,19 @@
+"""Console-script entry point and `python -m mailtoken`."""
+
+from __future__ import annotations
+
+import sys
+
+
+def main() -> int:
+    from . import fastpath
+
+    if fastpath.serve(sys.argv[1:]):
+        return 0
+    from . import cli
+
+    return cli.main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""`add` (write an account into the config, comments kept) and `status` (what is signed in, never a secret)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import config, fsutil, providers, tokens
+from . import store as stores
+from .errors import ConfigError, MailtokenError, UsageError
+
+
+def add(path: str, name: str, values: dict[str, str], interactive: bool) -> config.Account:
+    """Validate the account and write it into the config file at `path` without disturbing the rest."""
+    import tomlkit
+
+    text = config.read_text(path) if os.path.exists(path) else ""
+    existing = config.parse(text, path) if text else config.Config(path=path)
+    if name in existing.accounts:
+        raise UsageError(f"account '{name}' already exists in {path}: edit the file or choose another name")
+    fields = {k: v for k, v in values.items() if v}
+    if interactive:
+        for key, prompt in (
+            ("email", "Email address"),
+            ("client_id", "Application (client) ID"),
+            ("tenant", "Tenant (common, organizations, consumers, a domain or GUID) [common]"),
+        ):
+            if key not in fields:
+                answer = input(f"{prompt}: ").strip()
+                if answer:
+                    fields[key] = answer
+    table = {"provider": fields.pop("provider", "microsoft"), **fields}
+    account = config.validate_account(name, table, path, providers.catalog())
+    doc = tomlkit.parse(text) if text else tomlkit.document()
+    if "accounts" not in doc:
+        doc["accounts"] = tomlkit.table(is_super_table=True)
+    item = tomlkit.table()
+    for key, value in table.items():
+        item[key] = value
+    doc["accounts"][name] = item  # type: ignore[index]
+    new_text = tomlkit.dumps(doc)
+    config.parse(new_text, path)  # never write a file we could not read back
+    fsutil.atomic_write(path, new_text.encode("utf-8"))
+    return account
+
+
+@dataclass
+class Status:
+    account: str
+    email: str
+    signed_in: str
+    expires: int | None
+    store: str
+    username: str = ""
+
+
+def status(cfg: config.Config, names: list[str]) -> list[Status]:
+    rows = []
+    for name in names or sorted(cfg.accounts):
+        acct = cfg.account(name)
+        rows.append(_status_of(acct))
+    return rows
+
+
+def _status_of(acct: config.Account) -> Status:
+    try:
+        rec = tokens.read_record(acct.name)
+    except MailtokenError:
+        rec = None
+    expires = rec.expires if rec else None
+    try:
+        state = stores.recall(acct.name)
+    except MailtokenError as exc:
+        return Status(acct.name, acct.email, "unknown", expires, f"unavailable: {exc.message}")
+    if state is None:
+        return Status(acct.name, acct.email, "no", expires, f"({acct.store})")
+    store = stores.by_name(state["store"])
+    try:
+        store.check()
+        present = store.load(acct.name) is not None or os.path.exists(tokens.rescue_path(acct.name))
+    except MailtokenError as exc:
+        return Status(
+            acct.name,
+            acct.email,
+            "unknown",
+            expires,
+            f"{state['store']} (unavailable: {exc.message})",
+            state.get("username", ""),
+        )
+    return Status(
+        acct.name,
+        acct.email,
+        "yes" if present else "no (grant missing)",
+        expires,
+        store.describe(),
+        state.get("username", ""),
+    )
+
+
+def render(rows: list[Status], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    table = [("ACCOUNT", "EMAIL", "SIGNED IN", "ACCESS TOKEN", "STORE")]
+    for r in rows:
+        if r.expires is None:
+            exp = "none"
+        elif r.expires <= now:
+            exp = f"expired {time.strftime('%Y-%m-%d %H:%M', time.localtime(r.expires))}"
+        else:
+            exp = f"until {time.strftime('%H:%M', time.localtime(r.expires))} ({int((r.expires - now) // 60)} min)"
+        table.append((r.account, r.email, r.signed_in, exp, r.store))
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    lines = ("  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=False)) + "  " + row[4] for row in table)
+    return "\n".join(lines)
+
+
+def as_json(rows: list[Status]) -> dict[str, Any]:
+    return {"format_version": 1, "accounts": [r.__dict__ for r in rows]}
+
+
+def tty() -> bool:
+    return sys.stdin.isatty()
+
+
+__all__ = ["add", "status", "render", "as_json", "ConfigError"]

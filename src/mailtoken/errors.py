@@ -1,0 +1,79 @@
+"""The error tree, and the only mapping from an error to an exit code and a message.
+
+Exit codes follow sysexits(3), as mail tools expect them.
+"""
+
+from __future__ import annotations
+
+EX_OK = 0
+EX_USAGE = 64
+EX_UNAVAILABLE = 69
+EX_SOFTWARE = 70
+EX_TEMPFAIL = 75
+EX_NOPERM = 77
+EX_CONFIG = 78
+
+EXIT_CODES = {
+    EX_OK: "success",
+    EX_USAGE: "usage error (bad command line)",
+    EX_UNAVAILABLE: "secret store unavailable or locked",
+    EX_SOFTWARE: "internal error (rerun with -v)",
+    EX_TEMPFAIL: "temporary failure (network, identity platform 5xx, timeout, lock wait): retry later",
+    EX_NOPERM: "sign-in required (no grant, revoked, expired, MFA or Conditional Access)",
+    EX_CONFIG: "configuration error",
+}
+
+
+class MailtokenError(Exception):
+    """Base class: `message` is safe to show (it never holds a secret)."""
+
+    exit_code = EX_SOFTWARE
+
+    def __init__(self, message: str, *, account: str | None = None, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.account = account
+        # Extra diagnostics (error_description, correlation id) shown only with -v.
+        self.detail = detail
+
+
+class UsageError(MailtokenError):
+    exit_code = EX_USAGE
+
+
+class StoreUnavailable(MailtokenError):
+    exit_code = EX_UNAVAILABLE
+
+
+class TemporaryFailure(MailtokenError):
+    exit_code = EX_TEMPFAIL
+
+
+class SignInRequired(MailtokenError):
+    exit_code = EX_NOPERM
+
+
+class ConfigError(MailtokenError):
+    exit_code = EX_CONFIG
+
+
+class DeadlineExceeded(TemporaryFailure):
+    pass
+
+
+def exit_code_for(error: BaseException) -> int:
+    if isinstance(error, MailtokenError):
+        return error.exit_code
+    return EX_SOFTWARE
+
+
+def format_error(error: BaseException, *, verbose: bool = False) -> str:
+    """One line for stderr: `mailtoken: ACCOUNT: what happened: what to do`."""
+    if isinstance(error, MailtokenError):
+        prefix = f"mailtoken: {error.account}: " if error.account else "mailtoken: "
+        line = prefix + error.message
+        if verbose and error.detail:
+            line += "\nmailtoken: detail: " + error.detail
+        return line
+    # Never str(error): an unexpected exception may carry a token in its text.
+    return f"mailtoken: internal error ({type(error).__name__}): rerun with -v for details"

@@ -1,0 +1,109 @@
+"""Private files and folders: atomic writes (temp file, fsync, rename), 0600 files, 0700 folders.
+
+Stdlib only: the record writer shares it with the hot path's reader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def ensure_private_dir(path: str) -> None:
+    """Create `path` and any missing parents as 0700, whatever the umask; refuse a foreign or open folder."""
+    missing = []
+    head = os.path.abspath(path)
+    while not os.path.isdir(head):
+        missing.append(head)
+        parent = os.path.dirname(head)
+        if parent == head:
+            break
+        head = parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder, DIR_MODE)
+        # mkdir's mode is masked by the umask; chmod is not.
+        os.chmod(folder, DIR_MODE)
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise NotADirectoryError(f"{path} is not a folder")
+    if st.st_uid != os.getuid():
+        raise PermissionError(f"{path} is owned by another user (uid {st.st_uid})")
+    if st.st_mode & 0o077:
+        os.chmod(path, DIR_MODE)
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Replace `path` with `data` so that a reader or a crash sees the old or the new file, never a part."""
+    folder = os.path.dirname(os.path.abspath(path))
+    ensure_private_dir(folder)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="~")
+    try:
+        os.fchmod(fd, FILE_MODE)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: str) -> None:
+    # The rename is durable only once the folder's entry is on disk.
+    try:
+        dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def read_private(path: str) -> bytes | None:
+    """Read a file we wrote; None if missing. Refuse one that others can read or that someone else owns."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid():
+            raise PermissionError(f"{path} is owned by another user (uid {st.st_uid}); refusing to read it")
+        if st.st_mode & 0o077:
+            raise PermissionError(
+                f"{path} is readable by others (mode {stat.S_IMODE(st.st_mode):04o}); "
+                f"refusing to read it: run 'chmod 600 {path}' if you trust its contents, or delete it"
+            )
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def remove(path: str) -> bool:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True

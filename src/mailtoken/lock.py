@@ -1,0 +1,34 @@
+"""One lock per account around re-read -> refresh -> save, so parallel callers cause a single refresh.
+
+filelock uses flock(2): the kernel drops the lock when its holder dies, so a kill -9 never leaves a stale lock.
+Locks are per account: two accounts refreshing at once never wait for each other.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from . import fsutil, paths
+from .errors import TemporaryFailure
+
+
+@contextmanager
+def account_lock(account: str, timeout: float) -> Iterator[None]:
+    from filelock import FileLock, Timeout
+
+    folder = paths.locks_dir()
+    fsutil.ensure_private_dir(folder)
+    lock = FileLock(os.path.join(folder, account + ".lock"), timeout=max(timeout, 0.01), mode=0o600)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise TemporaryFailure(
+            "another mailtoken process holds this account's lock and did not finish in time: try again",
+            account=account,
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()

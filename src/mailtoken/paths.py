@@ -1,0 +1,47 @@
+"""Every location mailtoken uses, from platformdirs (with MAILTOKEN_CONFIG overriding the config file).
+
+On XDG systems the hot path computes the same places with the stdlib (locations.py); tests/test_locations.py
+proves the two agree.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import locations
+
+APP = locations.APP
+
+
+def config_path() -> str:
+    override = os.environ.get("MAILTOKEN_CONFIG")
+    if override:
+        return override
+    import platformdirs
+
+    return os.path.join(platformdirs.user_config_dir(APP, appauthor=False), "config.toml")
+
+
+def state_dir() -> str:
+    import platformdirs
+
+    return platformdirs.user_state_dir(APP, appauthor=False)
+
+
+def record_dir() -> str:
+    if locations.xdg_supported():
+        # Must be where fastpath looks.
+        return locations.record_dir()
+    return os.path.join(state_dir(), "run")
+
+
+def grants_dir() -> str:
+    return os.path.join(state_dir(), "grants")
+
+
+def accounts_dir() -> str:
+    return os.path.join(state_dir(), "accounts")
+
+
+def locks_dir() -> str:
+    return os.path.join(state_dir(), "locks")
