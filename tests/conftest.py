@@ -1,0 +1,130 @@
+"""Shared fixtures: an isolated user environment, the fake identity platform, and the installed console script.
+
+Every test that runs `mailtoken` does so through the installed console script in a subprocess, with HOME and
+the XDG folders moved into tmp_path, so nothing on the machine is read or written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.entra import FakeEntra
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+BIN_DIR = Path(sys.executable).parent
+MAILTOKEN = str(BIN_DIR / "mailtoken")
+EMAIL = "alice@contoso.com"
+CLIENT_ID = "11111111-2222-3333-4444-555555555555"
+
+
+def require(*programs: str) -> None:
+    """An integration test's external programs: missing ones fail in CI and skip elsewhere."""
+    missing = [p for p in programs if shutil.which(p) is None and not os.path.exists(p)]
+    if missing:
+        message = f"missing programs: {', '.join(missing)} (scripts/test installs them)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+class Env:
+    """A user's world in tmp_path: HOME, XDG folders, config, and the environment for subprocesses."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.home = root / "home"
+        self.runtime = root / "run"
+        for folder in (self.home, self.runtime):
+            folder.mkdir(mode=0o700)
+            folder.chmod(0o700)
+        self.config_path = self.home / ".config" / "mailtoken" / "config.toml"
+        self.vars: dict[str, str] = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("XDG_", "MAILTOKEN_", "DBUS_", "PYTHON_KEYRING", "http_", "https_", "HTTP_", "HTTPS_"))
+            and k not in ("HOME", "DISPLAY", "WAYLAND_DISPLAY", "BROWSER", "SSH_CONNECTION")
+        }
+        self.vars.update(
+            HOME=str(self.home),
+            XDG_RUNTIME_DIR=str(self.runtime),
+            NO_PROXY="*",
+            PYTHONDONTWRITEBYTECODE="1",
+        )
+
+    @property
+    def state_dir(self) -> Path:
+        return self.home / ".local" / "state" / "mailtoken"
+
+    @property
+    def record_dir(self) -> Path:
+        return self.runtime / "mailtoken"
+
+    def write_config(self, text: str) -> Path:
+        self.config_path.parent.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(text)
+        return self.config_path
+
+    def add_account(self, name: str = "work", *, authority: str, email: str = EMAIL, store: str = "file",
+                    extra: str = "") -> None:
+        existing = self.config_path.read_text() if self.config_path.exists() else ""
+        self.write_config(
+            existing
+            + f'\n[accounts.{name}]\nprovider = "microsoft"\nemail = "{email}"\nclient_id = "{CLIENT_ID}"\n'
+            f'tenant = "organizations"\nauthority = "{authority}"\nstore = "{store}"\n{extra}'
+        )
+
+    def run(self, *args: str, input: str | None = None, timeout: float = 60, env: dict[str, str] | None = None,
+            **kwargs) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [MAILTOKEN, *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env={**self.vars, **(env or {})},
+            stdin=None if input is not None else subprocess.DEVNULL,
+            **kwargs,
+        )
+
+    def popen(self, *args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [MAILTOKEN, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**self.vars, **(env or {})},
+            **kwargs,
+        )
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Env:
+    return Env(tmp_path)
+
+
+@pytest.fixture
+def fake(tmp_path: Path, env: Env) -> Iterator[FakeEntra]:
+    with FakeEntra(tmp_path / "fake") as server:
+        server.add_user(EMAIL)
+        env.vars["REQUESTS_CA_BUNDLE"] = server.ca_pem
+        yield server
+
+
+@pytest.fixture
+def signed_in(env: Env, fake: FakeEntra) -> Env:
+    """An account 'work' in the file store, signed in through the device flow with the fake approving."""
+    env.add_account(authority=fake.authority())
+    fake.auto_approve = EMAIL
+    result = env.run("login", "work")
+    assert result.returncode == 0, result.stderr
+    fake.auto_approve = None
+    fake.reset_counts()
+    return env
