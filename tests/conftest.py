@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.entra import FakeEntra
+from tests.secret_service import SecretService
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 BIN_DIR = Path(sys.executable).parent
@@ -71,17 +72,18 @@ class Env:
         self.config_path.write_text(text)
         return self.config_path
 
-    def add_account(self, name: str = "work", *, authority: str, email: str = EMAIL, store: str = "file",
-                    extra: str = "") -> None:
+    def add_account(
+        self, name: str = "work", *, authority: str, email: str = EMAIL, store: str = "file", extra: str = ""
+    ) -> None:
         existing = self.config_path.read_text() if self.config_path.exists() else ""
         self.write_config(
-            existing
-            + f'\n[accounts.{name}]\nprovider = "microsoft"\nemail = "{email}"\nclient_id = "{CLIENT_ID}"\n'
+            existing + f'\n[accounts.{name}]\nprovider = "microsoft"\nemail = "{email}"\nclient_id = "{CLIENT_ID}"\n'
             f'tenant = "organizations"\nauthority = "{authority}"\nstore = "{store}"\n{extra}'
         )
 
-    def run(self, *args: str, input: str | None = None, timeout: float = 60, env: dict[str, str] | None = None,
-            **kwargs) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, input: str | None = None, timeout: float = 60, env: dict[str, str] | None = None, **kwargs
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [MAILTOKEN, *args],
             input=input,
@@ -128,3 +130,15 @@ def signed_in(env: Env, fake: FakeEntra) -> Env:
     fake.auto_approve = None
     fake.reset_counts()
     return env
+
+
+@pytest.fixture
+def secret_service(tmp_path: Path, env: Env) -> Iterator[SecretService]:
+    """A real Secret Service (gnome-keyring on a private D-Bus), unlocked, and the env pointed at it."""
+    require("dbus-daemon", "gnome-keyring-daemon", "secret-tool")
+    service = SecretService(tmp_path / "secret-service").start()
+    env.vars["DBUS_SESSION_BUS_ADDRESS"] = service.address
+    try:
+        yield service
+    finally:
+        service.stop()

@@ -126,7 +126,11 @@ def test_status_and_logout(signed_in: Env, fake: FakeEntra) -> None:
 
 def test_files_are_private(signed_in: Env) -> None:
     signed_in.run("token", "work")
-    for path in [signed_in.record_dir, *signed_in.record_dir.rglob("*"), signed_in.state_dir,
-                 *signed_in.state_dir.rglob("*")]:
+    for path in [
+        signed_in.record_dir,
+        *signed_in.record_dir.rglob("*"),
+        signed_in.state_dir,
+        *signed_in.state_dir.rglob("*"),
+    ]:
         mode = path.stat().st_mode & 0o777
         assert mode == (0o700 if path.is_dir() else 0o600), f"{path} has mode {mode:o}"

@@ -47,7 +47,7 @@ def _error(text: str) -> ConfigError:
 
 
 def test_typo_in_key_suggests_the_closest() -> None:
-    err = _error(GOOD.replace("client_id = \"abc\"", "clientid = \"abc\""))
+    err = _error(GOOD.replace('client_id = "abc"', 'clientid = "abc"'))
     assert "[accounts.work] clientid" in err.message
     assert "did you mean 'client_id'" in err.message
 
