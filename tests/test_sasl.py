@@ -8,7 +8,7 @@ from mailtoken import sasl
 
 PUBLISHED_USER = "test@contoso.onmicrosoft.com"
 PUBLISHED_TOKEN = "EwBAAl3BAAUFFpUAo7J3Ve0bjLBWZWCclRC3EoAA"
-PUBLISHED_XOAUTH2 = "dXNlcj10ZXN0QGNvbnRvc28ub25taWNyb3NvZnQuY29tAWF1dGg9QmVhcmVyIEV3QkFBbDNCQUFVRkZwVUFvN0ozVmUwYmpMQldaV0NjbFJDM0VvQUEBAQ=="
+PUBLISHED_XOAUTH2 = "dXNlcj10ZXN0QGNvbnRvc28ub25taWNyb3NvZnQuY29tAWF1dGg9QmVhcmVyIEV3QkFBbDNCQUFVRkZwVUFvN0ozVmUwYmpMQldaV0NjbFJDM0VvQUEBAQ=="  # noqa: E501
 
 
 def test_xoauth2_reproduces_the_published_example() -> None:
