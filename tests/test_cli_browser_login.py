@@ -52,6 +52,7 @@ def test_browser_login_with_pkce(env: Env, fake: FakeEntra) -> None:
     browser.join(5)
     text = "".join(seen)
     assert "signed in" in text and "[browser] 200" in text
+    assert "Warning" not in text, "stderr is for the user: no library warnings"
     assert fake.counts["authorization_code"] == 1
     form = next(r for r in fake.requests if r.get("form", {}).get("grant_type") == "authorization_code")["form"]
     assert form["code_verifier"] and form["redirect_uri"].startswith("http://localhost:")
