@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -172,10 +173,13 @@ def start_auth_code_flow(acct: Account, redirect_uri: str, timeout: float) -> tu
 
     cache = msal.SerializableTokenCache()
     app = _app(acct, cache, timeout)
-    flow = _call(
-        acct,
-        lambda: app.initiate_auth_code_flow(scopes_for(acct), redirect_uri=redirect_uri, login_hint=acct.email),
-    )
+    with warnings.catch_warnings():
+        # msal warns about the query response mode; our loopback receiver reads the query, and stderr is the user's.
+        warnings.simplefilter("ignore", UserWarning)
+        flow = _call(
+            acct,
+            lambda: app.initiate_auth_code_flow(scopes_for(acct), redirect_uri=redirect_uri, login_hint=acct.email),
+        )
     return app, cache, flow
 
 
