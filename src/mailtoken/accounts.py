@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from . import config, fsutil, providers, tokens
 from . import store as stores
-from .errors import ConfigError, MailtokenError, UsageError
+from .errors import MailtokenError, UsageError
 
 
 def add(path: str, name: str, values: dict[str, str], interactive: bool) -> config.Account:
@@ -118,10 +117,3 @@ def render(rows: list[Status], now: float | None = None) -> str:
 
 def as_json(rows: list[Status]) -> dict[str, Any]:
     return {"format_version": 1, "accounts": [r.__dict__ for r in rows]}
-
-
-def tty() -> bool:
-    return sys.stdin.isatty()
-
-
-__all__ = ["add", "status", "render", "as_json", "ConfigError"]
