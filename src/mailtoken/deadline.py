@@ -41,14 +41,35 @@ class Deadline:
             signal.signal(signal.SIGALRM, previous)
 
 
+# Deferred while a rotated grant is on its way to disk: the deadline's alarm, and the polite ways to stop a
+# process (systemd's SIGTERM, Ctrl-C, a closed terminal). Only SIGKILL (and power loss) can cut a save short.
+_HELD = {signal.SIGALRM, signal.SIGTERM, signal.SIGINT, signal.SIGHUP} if hasattr(signal, "SIGHUP") else set()
+
+
+def hold() -> None:
+    """Defer the alarm and termination signals until `release()`: the caller holds something it must not lose.
+
+    A provider calls it as soon as the identity platform's answer is in: from then on that answer may carry a
+    rotated refresh token, and dropping it (because the deadline fired a moment later) would cost a sign-in.
+    """
+    if _HELD and hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+
+
+def release() -> None:
+    """End `hold()`. An alarm that came due meanwhile is dropped: the work it would have cut short is done."""
+    if not (_HELD and hasattr(signal, "pthread_sigmask")):  # pragma: no cover
+        return
+    if signal.SIGALRM in signal.sigpending():
+        signal.sigwait({signal.SIGALRM})
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)
+
+
 @contextmanager
 def critical() -> Iterator[None]:
     """Hold the deadline's alarm while a grant is being saved: a half-done save is worse than a late one."""
-    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover
-        yield
-        return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    hold()
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+        release()

@@ -47,10 +47,14 @@ class StoreUnavailable(MailtokenError):
 
 class TemporaryFailure(MailtokenError):
     exit_code = EX_TEMPFAIL
+    # Seconds the identity platform asked us to wait (HTTP Retry-After), when it said so.
+    retry_after: int | None = None
 
 
 class SignInRequired(MailtokenError):
     exit_code = EX_NOPERM
+    # True only for the identity platform's authoritative verdict that the grant itself is dead (see tokens.py).
+    grant_rejected = False
 
 
 class ConfigError(MailtokenError):
@@ -67,13 +71,20 @@ def exit_code_for(error: BaseException) -> int:
     return EX_SOFTWARE
 
 
+def one_line(text: str) -> str:
+    """`text` with line breaks and other control characters escaped, so a message stays one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def format_error(error: BaseException, *, verbose: bool = False) -> str:
     """One line for stderr: `mailtoken: ACCOUNT: what happened: what to do`."""
     if isinstance(error, MailtokenError):
-        prefix = f"mailtoken: {error.account}: " if error.account else "mailtoken: "
-        line = prefix + error.message
+        prefix = f"mailtoken: {one_line(error.account)}: " if error.account else "mailtoken: "
+        line = prefix + one_line(error.message)
         if verbose and error.detail:
-            line += "\nmailtoken: detail: " + error.detail
+            line += "\nmailtoken: detail: " + one_line(error.detail)
         return line
     # Never str(error): an unexpected exception may carry a token in its text.
     return f"mailtoken: internal error ({type(error).__name__}): rerun with -v for details"

@@ -1,14 +1,13 @@
 """Private files and folders: atomic writes (temp file, fsync, rename), 0600 files, 0700 folders.
 
-Stdlib only: the record writer shares it with the hot path's reader.
+Stdlib only: the record writer shares it with the hot path's reader, so the writers import what they need
+(tempfile, contextlib) inside themselves: at module level they would cost every cached call.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-import tempfile
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -16,6 +15,8 @@ DIR_MODE = 0o700
 
 def ensure_private_dir(path: str) -> None:
     """Create `path` and any missing parents as 0700, whatever the umask; refuse a foreign or open folder."""
+    import contextlib
+
     missing = []
     head = os.path.abspath(path)
     while not os.path.isdir(head):
@@ -40,9 +41,12 @@ def ensure_private_dir(path: str) -> None:
 
 def atomic_write(path: str, data: bytes) -> None:
     """Replace `path` with `data` so that a reader or a crash sees the old or the new file, never a part."""
+    import contextlib
+    import tempfile
+
     folder = os.path.dirname(os.path.abspath(path))
     ensure_private_dir(folder)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="~")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix="~")
     try:
         os.fchmod(fd, FILE_MODE)
         view = memoryview(data)
@@ -59,6 +63,33 @@ def atomic_write(path: str, data: bytes) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(folder)
+    _sweep(folder)
+
+
+_TMP_PREFIX = ".tmp-"
+
+
+def _sweep(folder: str) -> None:
+    """Remove temp files that writers killed mid-write left behind (named .tmp-PID-*~; that PID is gone)."""
+    import contextlib
+
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        if not (name.startswith(_TMP_PREFIX) and name.endswith("~")):
+            continue
+        pid = name[len(_TMP_PREFIX) :].partition("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+        except OSError:
+            pass  # alive (another user's, or not ours to signal): leave it
 
 
 def _fsync_dir(folder: str) -> None:

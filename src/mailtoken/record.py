@@ -6,15 +6,20 @@
     config 1764130000000000000 412 93211   mtime_ns size inode of the config file it was made under
     user me@contoso.com       default SASL user
     token eyJ0eXAi...
+    boot 91234 94234 94534    the same three moments (obtained, refresh, expires) on CLOCK_BOOTTIME (optional)
 
 The refresh token is never here: it lives in the grant store (store/).
+
+Clocks: `expires_in` is relative, so a wall clock that is off by a constant (ahead or behind) changes nothing.
+A wall clock that jumps after the record was written (NTP fixing a laptop's clock after sleep, a hand-set
+clock) could make a stale record look fresh; the `boot` line, on a clock that counts suspend and never jumps,
+catches that on Linux: a record is fresh only if both clocks say so.
 """
 
 from __future__ import annotations
 
 import os
 import time
-from typing import NamedTuple
 
 from . import fsutil
 
@@ -23,18 +28,64 @@ MAGIC = "mailtoken-record 1"
 SERVE_MARGIN = 30
 
 
-class Record(NamedTuple):
-    expires: int
-    refresh: int
-    config: str
-    user: str
-    token: str
+_BOOTTIME = getattr(time, "CLOCK_BOOTTIME", None)
+
+
+def boottime() -> float | None:
+    """Seconds since boot, suspend included (Linux): immune to wall-clock jumps. None where there is no such clock."""
+    return None if _BOOTTIME is None else time.clock_gettime(_BOOTTIME)
+
+
+class Record:
+    """One account's cached access token. A plain class: typing.NamedTuple would cost the hot path an import."""
+
+    __slots__ = ("expires", "refresh", "config", "user", "token", "boot")
+
+    def __init__(
+        self,
+        expires: int,
+        refresh: int,
+        config: str,
+        user: str,
+        token: str,
+        boot: tuple[int, int, int] | None = None,
+    ) -> None:
+        self.expires = expires
+        self.refresh = refresh
+        self.config = config
+        self.user = user
+        self.token = token
+        # (obtained, refresh, expires) on CLOCK_BOOTTIME, when the writer had that clock.
+        self.boot = boot
+
+    def _fields(self) -> tuple:
+        return (self.expires, self.refresh, self.config, self.user, self.token, self.boot)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Record) and self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        # Never the token: a repr can end up in a traceback or a test report.
+        return f"Record(expires={self.expires}, refresh={self.refresh}, user={self.user!r}, token=<{len(self.token)}>)"
+
+    def _replace(self, **changes: object) -> Record:
+        values = dict(zip(self.__slots__, self._fields(), strict=True))
+        values.update(changes)
+        return Record(**values)  # type: ignore[arg-type]
+
+    def _boot_before(self, index: int, margin: int = 0) -> bool:
+        """True unless the boot clock proves the moment `boot[index]` (less `margin`) has passed."""
+        now = boottime()
+        if self.boot is None or now is None or now < self.boot[0]:
+            return True  # no boot clock, or a record from an earlier boot: the wall clock decides alone
+        return now < self.boot[index] - margin
 
     def fresh(self, now: float, stamp: str) -> bool:
-        return now < self.refresh and stamp == self.config
+        return now < self.refresh and stamp == self.config and self._boot_before(1)
 
     def usable(self, now: float) -> bool:
-        return now < self.expires - min(SERVE_MARGIN, (self.expires - self.refresh))
+        margin = min(SERVE_MARGIN, (self.expires - self.refresh))
+        return now < self.expires - margin and self._boot_before(2, margin)
 
 
 def path_for(folder: str, account: str) -> str:
@@ -62,7 +113,15 @@ def parse(data: bytes) -> Record | None:
         key, _, value = line.partition(" ")
         fields[key] = value
     try:
-        return Record(int(fields["expires"]), int(fields["refresh"]), fields["config"], fields["user"], fields["token"])
+        boot = tuple(int(v) for v in fields["boot"].split(" ")) if "boot" in fields else None
+        return Record(
+            int(fields["expires"]),
+            int(fields["refresh"]),
+            fields["config"],
+            fields["user"],
+            fields["token"],
+            boot if boot and len(boot) == 3 else None,  # type: ignore[arg-type]
+        )
     except (KeyError, ValueError):
         return None
 
@@ -74,6 +133,7 @@ def dump(rec: Record) -> bytes:
     return (
         f"{MAGIC}\nexpires {rec.expires}\nrefresh {rec.refresh}\nconfig {rec.config}\n"
         f"user {rec.user}\ntoken {rec.token}\n"
+        + (f"boot {rec.boot[0]} {rec.boot[1]} {rec.boot[2]}\n" if rec.boot else "")
     ).encode()
 
 

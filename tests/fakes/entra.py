@@ -49,6 +49,7 @@ COUNT_KEYS = (
     "introspect",
     "token_errors",
     "authorize",
+    "client_credentials",
 )
 FAULT_KINDS = frozenset({"status", "hang", "aadsts", "nonjson", "truncated", "close"})
 # What set() and /_control/set may change.
@@ -111,6 +112,12 @@ _AADSTS_TEXT: dict[int, str] = {
     501481: "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
     700016: "Application with identifier '{client_id}' was not found in the directory '{tenant}'.",
     900144: "The request body must contain the following parameter: '{param}'.",
+    1002012: "The provided value for scope {scope} is not valid. Client credential flows must have a scope value "
+    "with /.default suffixed to the resource identifier (application ID URI).",
+    7000215: "Invalid client secret provided. Ensure the secret being sent in the request is the client secret "
+    "value, not the client secret ID, for a secret added to app '{client_id}'.",
+    7000216: "'client_assertion', 'client_secret' or 'request' is required for the 'client_credentials' grant type.",
+    700027: "Client assertion failed signature validation. {why}",
     9002313: "Invalid request. Request is malformed or invalid.",
 }
 
@@ -208,6 +215,9 @@ class FakeEntra:
         self.response_delay: float = 0.0
         self.auto_approve: str | None = None
         self.missing_tenants: set[str] = set()  # discovery answers 400 AADSTS90002 for these
+        # Confidential apps for client credentials: client_id -> secret, client_id -> certificate PEM.
+        self.client_secrets: dict[str, str] = {}
+        self.client_certificates: dict[str, bytes] = {}
         self.base_url = self.introspect_url = self.control_url = ""
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -574,6 +584,7 @@ class FakeEntra:
             "refresh_token": "refresh_token",
             DEVICE_GRANT: "device_code",
             "authorization_code": "authorization_code",
+            "client_credentials": "client_credentials",
         }.get(grant)
         with self._lock:
             if counter:
@@ -641,7 +652,62 @@ class FakeEntra:
             return self._grant_refresh(req, client_id)
         if grant == "authorization_code":
             return self._grant_code(req, client_id)
+        if grant == "client_credentials":
+            return self._grant_client(req, client_id, tenant)
         return self._error(req, "unsupported_grant_type", 70003, grant=grant)
+
+    def _grant_client(self, req: Request, client_id: str, tenant: str) -> Reply:
+        """App-only: a secret in the body, or a JWT assertion signed with a registered certificate (x5t, x5t#S256)."""
+        scopes = req.form.get("scope", "").split()
+        if len(scopes) != 1 or not scopes[0].endswith("/.default"):
+            return self._error(req, "invalid_scope", 1002012, scope=" ".join(scopes))
+        if "client_secret" in req.form:
+            expected = self.client_secrets.get(client_id)
+            if expected is None or not secrets.compare_digest(req.form["client_secret"], expected):
+                return self._error(req, "invalid_client", 7000215, status=401, client_id=client_id)
+        elif "client_assertion" in req.form:
+            why = self._assertion_problem(req.form["client_assertion"], client_id, tenant)
+            if why:
+                return self._error(req, "invalid_client", 700027, status=401, why=why)
+        else:
+            return self._error(req, "invalid_client", 7000216, status=401)
+        access = _random(self.token_length)
+        lifetime = int(self.token_lifetime)
+        with self._lock:
+            self._access_tokens[access] = {
+                "email": f"app:{client_id}",
+                "exp": time.time() + lifetime,
+                "scope": scopes[0],
+                "client_id": client_id,
+            }
+        body = {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": access}
+        return json_reply(body)
+
+    def _assertion_problem(self, assertion: str, client_id: str, tenant: str) -> str | None:
+        import jwt  # PyJWT: msal's own dependency
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+
+        pem = self.client_certificates.get(client_id)
+        if pem is None:
+            return "No certificate is registered for the app."
+        cert = x509.load_pem_x509_certificate(pem)
+        header = jwt.get_unverified_header(assertion)
+        thumbs = {"x5t": cert.fingerprint(hashes.SHA1()), "x5t#S256": cert.fingerprint(hashes.SHA256())}
+        if not any(str(header.get(k, "")).rstrip("=") == _b64url(v) for k, v in thumbs.items()):
+            return "The key identifier (x5t) does not match a registered certificate."
+        try:
+            claims = jwt.decode(
+                assertion,
+                cert.public_key(),  # type: ignore[arg-type]
+                algorithms=["RS256", "PS256"],
+                audience=f"{self.base_url}/{tenant}/oauth2/v2.0/token",
+            )
+        except jwt.PyJWTError as exc:
+            return f"{type(exc).__name__}."
+        if claims.get("iss") != client_id or claims.get("sub") != client_id:
+            return "The assertion's iss and sub must be the client id."
+        return None
 
     def _grant_device(self, req: Request, client_id: str) -> Reply:
         code = req.form.get("device_code") or req.form.get("code")

@@ -18,7 +18,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-ENGINES = {"msal": "mailtoken.providers.microsoft"}
+ENGINES = {"msal": "mailtoken.providers.microsoft", "oauth2": "mailtoken.providers.oauth2"}
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -48,6 +48,41 @@ def engine(provider: str):
     return importlib.import_module(ENGINES[spec(provider)["engine"]])
 
 
+@functools.lru_cache(maxsize=1)
+def oauth2_errors() -> dict[str, Any]:
+    return _load("oauth2_errors.toml")
+
+
+def oauth2_error(provider: str, error: str) -> dict[str, str]:
+    """Kind and advice for an OAuth error from a provider of the oauth2 engine: its own entry, else generic's."""
+    table = oauth2_errors()
+    unknown = {"kind": "temporary", "advice": "try again later"}
+    return table.get(provider, {}).get(error) or table["generic"].get(error) or unknown
+
+
+def mail_hosts(acct: Any, cloud_name: str | None = None) -> dict[str, str]:
+    """IMAP, POP and SMTP as "host:port" for `mailtoken config` and `mailtoken test`: the account's own
+    (imap, pop, smtp keys) over the catalog's for its cloud. A generic provider's pop defaults to the imap
+    host on port 995; a host nobody knows is a config error naming the key to set."""
+    known = cloud(acct.provider, cloud_name or acct.cloud)
+    hosts = {p: getattr(acct, p, None) or known.get(p) for p in ("imap", "pop", "smtp")}
+    if not hosts["pop"] and hosts["imap"]:
+        hosts["pop"] = hosts["imap"].rpartition(":")[0] + ":995"
+    missing = [p for p, value in hosts.items() if not value and not (p == "pop" and not hosts["imap"])]
+    if missing:
+        raise ConfigError(
+            f"provider '{acct.provider}' has no known mail hosts: set {' and '.join(missing)} in "
+            f'[accounts.{acct.name}], like imap = "imap.example.org:993", smtp = "smtp.example.org:587"',
+            account=acct.name,
+        )
+    return {**known, **hosts}
+
+
+def app_only(acct: Any) -> bool:
+    """Client credentials: the app acts on its own, with no person signing in and no refresh token."""
+    return getattr(acct, "flow", "delegated") == "client_credentials"
+
+
 _KINDS = {
     "signin": (SignInRequired, "sign-in required"),
     "config": (ConfigError, "the identity platform refused the app or tenant"),
@@ -55,10 +90,18 @@ _KINDS = {
 }
 
 
+# invalid_grant answers that name a condition which may clear without a new sign-in (MFA, Conditional Access,
+# consent), and Entra's suberrors that say so: such answers send the user to sign in but never mark the grant.
+CONDITIONAL_CODES = frozenset({"50076", "50079", "53000", "53001", "53003", "530033", "50158", "65001"})
+CONDITIONAL_SUBERRORS = frozenset({"basic_action", "additional_action", "message_only", "consent_required"})
+
+
 def error_from_response(response: dict[str, Any], account: str) -> MailtokenError:
     """Map an OAuth error response (with Entra's error_codes when present) to the error the user sees.
 
-    Unknown errors count as temporary: only an authoritative answer may send the user back to sign in.
+    Unknown errors count as temporary: only an authoritative answer may send the user back to sign in, and only
+    an `invalid_grant` without a passing condition (CONDITIONAL_*) says the grant itself is dead
+    (SignInRequired.grant_rejected; tokens.py has the whole rule).
     """
     table = error_table()
     error = str(response.get("error") or "unknown_error")
@@ -78,7 +121,15 @@ def error_from_response(response: dict[str, Any], account: str) -> MailtokenErro
     detail = "; ".join(
         f"{k}={response[k]}" for k in ("error_description", "correlation_id", "trace_id", "suberror") if response.get(k)
     )
-    return cls(f"{what} ({cause}): {entry['advice'].format(account=account)}", account=account, detail=detail or None)
+    result = cls(f"{what} ({cause}): {entry['advice'].format(account=account)}", account=account, detail=detail or None)
+    if (
+        isinstance(result, SignInRequired)
+        and error == "invalid_grant"
+        and not CONDITIONAL_CODES.intersection(codes)
+        and str(response.get("suberror") or "") not in CONDITIONAL_SUBERRORS
+    ):
+        result.grant_rejected = True
+    return result
 
 
 def _first_sentence(description: str) -> str:

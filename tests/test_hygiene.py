@@ -1,0 +1,250 @@
+"""Issue 5, promise 7: secret hygiene. No token outside the stores, private files whatever the umask.
+
+A whole session runs with -v and umask 000: add, login (device code and browser), token, xoauth2, oauthbearer,
+refreshes, faults (HTTP 503, a hang, a revoked grant), refresh, status, logout. Every stdout, stderr, every file
+mailtoken wrote outside its stores (grant store, access-token record) and the argv and environment of every
+process mailtoken started (recorded by an audit hook in a sitecustomize on PYTHONPATH, a test-side seam) are
+searched for every access token, refresh token, device code and authorization code the fake ever issued.
+Files are 0600 and folders 0700; the record and the file store refuse to be read when others could read
+them or when someone else owns them.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import stat
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import CLIENT_ID, EMAIL, IN_CI, Env
+from tests.fakes.entra import FakeEntra
+
+REPO = Path(__file__).resolve().parent.parent
+LEAKS: dict[str, int] = {}
+
+SITECUSTOMIZE = """
+import json, os, sys
+
+_LOG = os.environ.get("HYGIENE_AUDIT_LOG")
+
+
+def _hook(event, args):
+    if _LOG and event in ("subprocess.Popen", "os.exec", "os.posix_spawn", "os.spawn", "os.system", "os.startfile"):
+        try:
+            with open(_LOG, "a") as fh:
+                fh.write(json.dumps({"event": event, "args": repr(args)}) + "\\n")
+        except Exception:
+            pass
+
+
+if _LOG:
+    sys.addaudithook(_hook)
+"""
+
+
+def audit_env(tmp_path: Path) -> dict[str, str]:
+    site = tmp_path / "audit-site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    tmpdir = tmp_path / "tmpdir"
+    tmpdir.mkdir()
+    return {"PYTHONPATH": str(site), "HYGIENE_AUDIT_LOG": str(tmp_path / "audit.log"), "TMPDIR": str(tmpdir)}
+
+
+def expire(env: Env) -> None:
+    path = env.record_dir / "work.token"
+    past = int(time.time()) - 10
+    text = re.sub(r"^refresh \d+", f"refresh {past - 60}", path.read_text(), flags=re.M)
+    path.write_text(re.sub(r"^expires \d+", f"expires {past}", text, flags=re.M))
+
+
+def fake_secrets(fake: FakeEntra) -> set[str]:
+    """Everything secret the fake ever handed out."""
+    with fake._lock:
+        found = set(fake._access_tokens) | set(fake._refresh_tokens) | set(fake._device_codes)
+        found |= set(fake._auth_codes)
+    return found
+
+
+def needles(secret: str) -> list[str]:
+    # Whole, and two slices from the random part: a truncated or wrapped copy is a leak as well.
+    return [secret, secret[-40:], secret[len(secret) // 2 : len(secret) // 2 + 40]]
+
+
+def is_store(path: Path, env: Env) -> bool:
+    grants = env.state_dir / "grants"
+    return path.parent == grants or (path.parent == env.record_dir and path.suffix == ".token")
+
+
+def test_no_secret_leaves_the_stores(env: Env, fake: FakeEntra, tmp_path: Path) -> None:
+    extra = audit_env(tmp_path)
+    env.vars.update(extra)
+    env.vars["BROWSER"] = f"{sys.executable} {REPO / 'tests' / 'fakes' / 'browser.py'} %s"
+    env.vars["SSL_CERT_FILE"] = fake.ca_pem  # for the scripted browser
+    outputs: list[tuple[list[str], str, str]] = []
+
+    def run(*args: str, code: int | None = 0, token_out: bool = False) -> Any:
+        result = env.run("-v", *args, umask=0, timeout=120)
+        if code is not None:
+            assert result.returncode == code, f"{args}: {result.returncode} {result.stderr}"
+        # stdout holds the secret only for the commands that are asked for it, and then exactly once.
+        outputs.append((list(args), "" if token_out else result.stdout, result.stderr))
+        if token_out:
+            assert result.stdout.count("\n") == 1
+        return result
+
+    fake.auto_approve = EMAIL
+    add = [
+        "add",
+        "work",
+        "--email",
+        EMAIL,
+        "--client-id",
+        CLIENT_ID,
+        "--tenant",
+        "organizations",
+        "--authority",
+        fake.authority(),
+        "--store",
+        "file",
+    ]
+    run(*add)
+    # A notifier is a process mailtoken starts too (on "sign-in required"): its argv is audited as well.
+    with env.config_path.open("a") as fh:
+        fh.write(f'\n[defaults]\nnotify_cmd = ["{sys.executable}", "-c", "pass", "{{message}}"]\n')
+    run("login", "work")
+    run("login", "work", "--browser", "--timeout", "30")
+    token = run("token", "work", token_out=True).stdout.strip()
+    assert fake.is_valid_access_token(token)
+    assert base64.b64decode(run("xoauth2", "work", token_out=True).stdout).decode().endswith(f"{token}\x01\x01")
+    run("oauthbearer", "work", "--host", "h", "--port", "993", token_out=True)
+    expire(env)
+    run("token", "work", token_out=True)
+    expire(env)
+    fake.inject("status", status=503)
+    run("token", "work", code=75)
+    fake.inject("hang", seconds=30, then="close")
+    run("token", "work", "--timeout", "2", code=75)
+    fake.inject("nonjson")
+    run("token", "work", code=75)
+    run("refresh", "--min-validity", "2h", "--timeout", "30")
+    run("status")
+    run("status", "--json")
+    fake.revoke(EMAIL)
+    expire(env)
+    run("token", "work", code=77)
+    run("xoauth2", "work", code=77)
+    run("login", "work")
+    run("token", "work", token_out=True)
+
+    # Files are private whatever the umask (every command above ran with umask 000).
+    config_dir = env.config_path.parent
+    written = [config_dir, env.state_dir, env.record_dir]
+    for root in written:
+        for path in [root, *root.rglob("*")]:
+            mode = stat.S_IMODE(path.lstat().st_mode)
+            assert mode == (0o700 if path.is_dir() else 0o600), f"{path} has mode {mode:o} (umask 000)"
+
+    def files(when: str) -> int:
+        count = 0
+        for root in (env.home, env.runtime, Path(extra["TMPDIR"])):
+            for path in root.rglob("*"):
+                if path.is_file() and not is_store(path, env):
+                    corpus[f"{path} ({when})"] = path.read_bytes().decode("utf-8", "replace")
+                    count += 1
+        return count
+
+    corpus: dict[str, str] = {}
+    scanned = files("before logout")
+    run("logout", "work")
+    scanned += files("after logout")
+
+    secrets = fake_secrets(fake)
+    assert len(secrets) >= 10
+    for args, out, err in outputs:
+        corpus[f"stdout of {' '.join(args)}"] = out
+        corpus[f"stderr of {' '.join(args)}"] = err
+    audit = Path(extra["HYGIENE_AUDIT_LOG"])
+    corpus["argv and environment of started processes"] = audit.read_text() if audit.exists() else ""
+    started = corpus["argv and environment of started processes"].count("\n")
+    assert started >= 2, "the BROWSER command and the notifier should have been started"
+    assert "sign-in required" in corpus["argv and environment of started processes"], "the notifier did not run"
+    found = [
+        (where, secret[:12] + "...")
+        for secret in secrets
+        for where, text in corpus.items()
+        if any(n in text for n in needles(secret))
+    ]
+    LEAKS.update(secrets=len(secrets), places=len(corpus), files=scanned, processes_started=started, leaks=len(found))
+    programs = sorted(
+        set(
+            re.findall(
+                r"^\{\"event\": \"[^\"]+\", \"args\": \"\('([^']+)'",
+                corpus["argv and environment of started processes"],
+                flags=re.M,
+            )
+        )
+    )
+    print(f"\nhygiene: {LEAKS}; programs started: {programs}")
+    assert not found, f"secrets outside the stores: {found}"
+    # The stores themselves: the grant holds the refresh token, the record the access token; nothing else does.
+    assert not (env.state_dir / "accounts" / "work.json").exists()
+
+
+def _need_root() -> None:
+    if os.geteuid() != 0:
+        (pytest.fail if IN_CI else pytest.skip)("changing a file's owner needs root")
+
+
+def _assert_69(result: Any, *needles_: str) -> None:
+    assert result.returncode == 69, result.stderr
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mailtoken: work: "), result.stderr
+    for n in needles_:
+        assert n in lines[0], lines[0]
+
+
+@pytest.mark.parametrize("which", ["record", "grant", "account-state"])
+def test_files_readable_by_others_are_refused(signed_in: Env, fake: FakeEntra, which: str) -> None:
+    path = {
+        "record": signed_in.record_dir / "work.token",
+        "grant": signed_in.state_dir / "grants" / "work.json",
+        "account-state": signed_in.state_dir / "accounts" / "work.json",
+    }[which]
+    if which != "record":
+        expire(signed_in)
+    for mode in (0o640, 0o604):
+        path.chmod(mode)
+        _assert_69(signed_in.run("token", "work"), str(path), f"readable by others (mode {mode:04o})", "chmod 600")
+    path.chmod(0o600)
+    ok = signed_in.run("token", "work")
+    assert ok.returncode == 0 and fake.is_valid_access_token(ok.stdout.strip())
+
+
+@pytest.mark.parametrize("which", ["record", "grant"])
+def test_files_owned_by_someone_else_are_refused(signed_in: Env, fake: FakeEntra, which: str) -> None:
+    _need_root()
+    path = signed_in.record_dir / "work.token" if which == "record" else signed_in.state_dir / "grants" / "work.json"
+    if which == "grant":
+        expire(signed_in)
+    os.chown(path, 65534, 65534)
+    _assert_69(signed_in.run("token", "work"), str(path), "owned by another user (uid 65534)")
+    os.chown(path, 0, 0)
+    ok = signed_in.run("token", "work")
+    assert ok.returncode == 0 and fake.is_valid_access_token(ok.stdout.strip())
+
+
+def test_the_hot_path_does_not_serve_an_unsafe_record(signed_in: Env) -> None:
+    """The stdlib fast path must not print a token from a record others can read (it leaves it to the CLI)."""
+    rec = signed_in.record_dir / "work.token"
+    rec.chmod(0o644)
+    result = signed_in.run("token", "work")
+    assert result.returncode == 69 and result.stdout == ""
+    assert "readable by others" in result.stderr
