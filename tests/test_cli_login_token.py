@@ -134,3 +134,21 @@ def test_files_are_private(signed_in: Env) -> None:
     ]:
         mode = path.stat().st_mode & 0o777
         assert mode == (0o700 if path.is_dir() else 0o600), f"{path} has mode {mode:o}"
+
+
+def test_rejected_grant_shows_in_status_and_a_new_login_clears_it(signed_in: Env, fake: FakeEntra) -> None:
+    fake.revoke(EMAIL)
+    (signed_in.record_dir / "work.token").unlink()
+    out = signed_in.run("token", "work")
+    assert out.returncode == 77, out.stderr
+    assert "run 'mailtoken login work'" in out.stderr
+    status = json.loads(signed_in.run("status", "--json").stdout)["accounts"][0]
+    assert status["signed_in"].startswith("no (grant rejected")
+    fake.auto_approve = EMAIL
+    assert signed_in.run("login", "work").returncode == 0
+    assert json.loads(signed_in.run("status", "--json").stdout)["accounts"][0]["signed_in"] == "yes"
+    assert not (signed_in.state_dir / "accounts" / "work.rejected").exists()
+    assert signed_in.run("logout", "work").returncode == 0
+    # Only the lock file stays: waiters must keep finding the same inode.
+    left = [p for p in signed_in.state_dir.rglob("work.*") if p.parent.name != "locks"]
+    assert left == [], left

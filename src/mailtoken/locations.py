@@ -49,6 +49,11 @@ def runtime_dir() -> str | None:
     return os.path.join(base, APP)
 
 
+def lock_path(account: str) -> str:
+    """The account's lock file; lock.py takes it, fastpath waits on it."""
+    return os.path.join(state_dir(), "locks", account + ".lock")
+
+
 def record_dir() -> str:
     """Access-token records live on the runtime tmpfs where there is one, else beside the state."""
     return runtime_dir() or os.path.join(state_dir(), "run")

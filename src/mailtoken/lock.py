@@ -10,12 +10,20 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import fsutil, paths
+from . import fastpath, fsutil, paths
 from .errors import TemporaryFailure
 
 
 @contextmanager
 def account_lock(account: str, timeout: float) -> Iterator[None]:
+    claimed = fastpath.CLAIMED.pop(account, None)
+    if claimed is not None:
+        # The cached path already holds this account's flock for us (same lock file, same process).
+        try:
+            yield
+        finally:
+            os.close(claimed)
+        return
     from filelock import FileLock, Timeout
 
     folder = paths.locks_dir()
