@@ -70,6 +70,11 @@ def _status_of(acct: config.Account) -> Status:
     except MailtokenError:
         rec = None
     expires = rec.expires if rec else None
+    if providers.app_only(acct):
+        from .providers import credentials
+
+        # Nobody signs in: the app's own credential gets each token.
+        return Status(acct.name, acct.email, "app-only", expires, credentials.source(acct))
     try:
         state = stores.recall(acct.name)
     except MailtokenError as exc:
@@ -89,10 +94,13 @@ def _status_of(acct: config.Account) -> Status:
             f"{state['store']} (unavailable: {exc.message})",
             state.get("username", ""),
         )
+    signed_in = "yes" if present else "no (grant missing)"
+    if present and os.path.exists(tokens.rejected_path(acct.name)):
+        signed_in = "no (grant rejected: sign in again)"
     return Status(
         acct.name,
         acct.email,
-        "yes" if present else "no (grant missing)",
+        signed_in,
         expires,
         store.describe(),
         state.get("username", ""),

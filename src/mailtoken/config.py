@@ -18,7 +18,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 STORES = ("auto", "keyring", "file")
-TOP_LEVEL_KEYS = ("accounts",)
+TOP_LEVEL_KEYS = ("accounts", "defaults")
 # What each key holds, for validation and for `mailtoken add`; man/mailtoken.toml.5 documents each.
 ACCOUNT_KEYS: dict[str, type] = {
     "provider": str,
@@ -28,9 +28,35 @@ ACCOUNT_KEYS: dict[str, type] = {
     "authority": str,
     "cloud": str,
     "store": str,
+    "notify_cmd": list,  # or a string, split like a shell would (shlex) but never run by one
+    "notify_interval": str,  # or an int of seconds
+    "copy_code": bool,
+    # Provider-specific keys: the catalog says which provider takes which (providers/settings.py checks).
+    "flow": str,
+    "client_secret": str,
+    "client_secret_cmd": list,  # or a string, split with shlex; run without a shell
+    "certificate": str,
+    "thumbprint": str,
+    "scopes": list,
+    "issuer": str,
+    "authorization_endpoint": str,
+    "token_endpoint": str,
+    "device_authorization_endpoint": str,
+    # For every provider: other mailboxes the account may open, the sign-in redirect, the mail hosts.
+    "shared": list,
+    "redirect_uri": str,
+    "imap": str,
+    "pop": str,
+    "smtp": str,
 }
+# Keys whose value may take more than one type: checked where they are parsed.
+_MULTI_TYPE_KEYS = ("client_secret_cmd",)
+# Keys that [defaults] may also set for every account; an account's own value wins. Validated by _shared().
+DEFAULT_KEYS = ("notify_cmd", "notify_interval", "copy_code")
+NOTIFY_INTERVAL = 15 * 60
 REQUIRED_KEYS = ("email", "client_id")
 MAX_VALUE_CHARS = 2048
+_UNITS = {"": 1, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
 
 
 @dataclass(frozen=True)
@@ -43,6 +69,24 @@ class Account:
     authority: str | None = None
     cloud: str = "global"
     store: str = "auto"
+    notify_cmd: tuple[str, ...] = ()
+    notify_interval: int = NOTIFY_INTERVAL
+    copy_code: bool = False
+    flow: str = "delegated"  # or "client_credentials": the app acts alone (Microsoft, app-only)
+    client_secret: str | None = field(default=None, repr=False)
+    client_secret_cmd: tuple[str, ...] = ()
+    certificate: str | None = None
+    thumbprint: str | None = None
+    scopes: tuple[str, ...] = ()
+    issuer: str | None = None
+    authorization_endpoint: str | None = None
+    token_endpoint: str | None = None
+    device_authorization_endpoint: str | None = None
+    shared: tuple[str, ...] = ()
+    redirect_uri: str | None = None
+    imap: str | None = None
+    pop: str | None = None
+    smtp: str | None = None
 
 
 @dataclass(frozen=True)
@@ -85,19 +129,84 @@ def parse(text: str, path: str) -> Config:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per level of [[[...]]] or {a={b=...}}
+        raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     for key in data:
         if key not in TOP_LEVEL_KEYS:
             raise ConfigError(f"{_where(path, None, key)}: unknown key{_suggest(key, TOP_LEVEL_KEYS)}")
     tables = data.get("accounts", {})
     if not isinstance(tables, dict):
         raise ConfigError(f"{path}: 'accounts' must be a table, like [accounts.work]")
+    defaults = validate_defaults(data.get("defaults", {}), path)
     accounts = {}
     for name, table in tables.items():
-        accounts[name] = validate_account(name, table, path, providers.catalog())
+        accounts[name] = validate_account(name, table, path, providers.catalog(), defaults)
     return Config(path=path, accounts=accounts)
 
 
-def validate_account(name: str, table: object, path: str, catalog: dict) -> Account:
+def parse_duration(value: object) -> int:
+    """Seconds from an int or a string like "90", "90s", "15m", "1h30m", "20min", "2d"; ValueError if neither."""
+    import re
+
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError("not a duration")
+    if isinstance(value, int):
+        if value < 0:
+            raise ValueError("negative duration")
+        return value
+    text = value.strip().lower()
+    parts = re.findall(r"(\d+)\s*([a-z]*)\s*", text)
+    if not text or "".join(f"{n}{u}" for n, u in parts) != re.sub(r"\s+", "", text):
+        raise ValueError("not a duration")
+    if any(unit not in _UNITS for _, unit in parts):
+        raise ValueError("unknown unit")
+    return sum(int(n) * _UNITS[unit] for n, unit in parts)
+
+
+def _shared(key: str, value: object, where: str) -> object:
+    """Validate one of DEFAULT_KEYS; returns the value as Account holds it."""
+    if key == "copy_code":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: must be true or false, not {type(value).__name__}")
+        return value
+    if key == "notify_interval":
+        try:
+            return parse_duration(value)
+        except ValueError:
+            raise ConfigError(
+                f'{where}: must be a duration like "15m", "1h" or "90s", or a number of seconds'
+            ) from None
+    # notify_cmd: an argv list, or a string split with shlex; empty means "no notice" (overrides [defaults]).
+    if isinstance(value, str):
+        import shlex
+
+        try:
+            value = shlex.split(value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: cannot be split into words ({exc})") from None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f'{where}: must be a list of strings, like ["notify-send", "mailtoken", "{{message}}"]')
+    if any(len(v) > MAX_VALUE_CHARS or "\0" in v for v in value):
+        raise ConfigError(f"{where}: an argument is too long or holds a NUL character")
+    return tuple(value)
+
+
+def validate_defaults(table: object, path: str) -> dict[str, object]:
+    """The [defaults] table: settings every account inherits unless it sets its own."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: 'defaults' must be a table, like [defaults]")
+    out = {}
+    for key, value in table.items():
+        if key not in DEFAULT_KEYS:
+            hint = _suggest(key, DEFAULT_KEYS)
+            raise ConfigError(f"{path}: [defaults] {key}: unknown key{hint} (allowed: {', '.join(DEFAULT_KEYS)})")
+        out[key] = _shared(key, value, f"{path}: [defaults] {key}")
+    return out
+
+
+def validate_account(
+    name: str, table: object, path: str, catalog: dict, defaults: dict[str, object] | None = None
+) -> Account:
     if not locations.valid_account_name(name):
         raise ConfigError(
             f"{path}: [accounts.{name!r}]: invalid account name (letters, digits, . _ @ + -; at most 64 characters)"
@@ -107,12 +216,17 @@ def validate_account(name: str, table: object, path: str, catalog: dict) -> Acco
     for key, value in table.items():
         if key not in ACCOUNT_KEYS:
             raise ConfigError(f"{_where(path, name, key)}: unknown key{_suggest(key, ACCOUNT_KEYS)}")
+        if key in DEFAULT_KEYS or key in _MULTI_TYPE_KEYS:
+            continue  # these take more than one type: checked by _shared() or providers/settings.py below
         if not isinstance(value, ACCOUNT_KEYS[key]):
             raise ConfigError(
                 f"{_where(path, name, key)}: must be a {ACCOUNT_KEYS[key].__name__}, not {type(value).__name__}"
             )
-        if len(value) > MAX_VALUE_CHARS or any(ord(c) < 32 or ord(c) == 127 for c in value):
-            raise ConfigError(f"{_where(path, name, key)}: too long or holds control characters")
+        for item in value if isinstance(value, list) else [value]:
+            if not isinstance(item, str):
+                raise ConfigError(f"{_where(path, name, key)}: must be a list of strings")
+            if len(item) > MAX_VALUE_CHARS or any(ord(c) < 32 or ord(c) == 127 for c in item):
+                raise ConfigError(f"{_where(path, name, key)}: too long or holds control characters")
     for key in REQUIRED_KEYS:
         if not table.get(key):
             raise ConfigError(f"{_where(path, name, key)}: missing (required)")
@@ -151,6 +265,11 @@ def validate_account(name: str, table: object, path: str, catalog: dict) -> Acco
                 f"{_where(path, name, 'authority')}: must be an https URL with a tenant path, "
                 f"like https://login.microsoftonline.us/contoso.onmicrosoft.com"
             )
+    from .providers import settings
+
+    extra = settings.validate(name, table, provider, catalog, lambda key: _where(path, name, key))
+    shared = dict(defaults or {})
+    shared.update({k: _shared(k, table[k], _where(path, name, k)) for k in DEFAULT_KEYS if k in table})
     return Account(
         name=name,
         email=email,
@@ -160,6 +279,8 @@ def validate_account(name: str, table: object, path: str, catalog: dict) -> Acco
         authority=authority.rstrip("/") if authority else None,
         cloud=cloud,
         store=store,
+        **shared,  # type: ignore[arg-type]
+        **extra,
     )
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import http.server
 import os
+import socket
 import sys
 import threading
 import time
 import urllib.parse
 from typing import Any
 
-from . import fsutil, providers, record, tokens, ui
+from . import devicecode, fsutil, providers, record, tokens, ui
 from . import store as stores
 from .config import Account
 from .errors import SignInRequired, UsageError
@@ -20,6 +21,12 @@ LOGIN_TIMEOUT = 600.0
 
 def login(acct: Account, config_path: str, method: str, timeout: float | None = None) -> str:
     """Sign in, store the grant and the first access token. Returns the username that signed in."""
+    if providers.app_only(acct):
+        from . import apponly
+
+        return apponly.login(acct, config_path)
+    if method == "default":
+        method = _default_method(acct)
     # Check the store before asking a human to sign in: a grant we cannot keep is a wasted sign-in.
     store, note = stores.choose_for_login(acct)
     engine = providers.engine(acct.provider)
@@ -27,8 +34,10 @@ def login(acct: Account, config_path: str, method: str, timeout: float | None = 
     started = time.time()
     if method == "device":
         grant = _device(acct, engine, net_timeout, timeout)
-    elif method == "browser":
-        grant = _browser(acct, engine, net_timeout, timeout or LOGIN_TIMEOUT)
+    elif method == "resume":
+        grant = _resume(acct, engine, net_timeout, timeout)
+    elif method in ("browser", "paste"):
+        grant = _interactive(acct, engine, method, net_timeout, timeout or LOGIN_TIMEOUT)
     else:  # pragma: no cover - argparse restricts it
         raise UsageError(f"unknown login method {method}")
     if grant.username and grant.username.lower() != acct.email.lower():
@@ -39,6 +48,9 @@ def login(acct: Account, config_path: str, method: str, timeout: float | None = 
     previous = stores.recall(acct.name)
     warning = tokens.save_grant(acct, store, grant.blob)
     stores.remember(acct.name, {"store": store.name, "username": grant.username, "signed_in": int(time.time())})
+    # A new grant: the identity platform's verdict on the old one, and any Retry-After for it, no longer apply.
+    fsutil.remove(tokens.rejected_path(acct.name))
+    fsutil.remove(tokens.wait_path(acct.name))
     record.write(
         tokens.record_path(acct.name),
         tokens.make_record(acct, grant.access_token, grant.expires_in, started, record.config_stamp(config_path)),
@@ -62,12 +74,32 @@ def _forget_old(acct: Account, name: str) -> None:
 
 def _device(acct: Account, engine: Any, net_timeout: float, timeout: float | None) -> Any:
     app, cache, flow = engine.start_device_flow(acct, net_timeout)
+    url = flow.get("verification_uri") or flow.get("verification_url")
+    ui.say(f"{acct.name}: to sign in as {acct.email}, open {url} and enter the code {flow['user_code']}")
+    devicecode.show(flow["user_code"], acct.copy_code)
+    return _wait(acct, flow, timeout, lambda waiting: engine.finish_device_flow(acct, app, cache, flow, waiting))
+
+
+def _resume(acct: Account, engine: Any, net_timeout: float, timeout: float | None) -> Any:
+    """Finish the sign-in `login --no-wait` started; keep it for another --resume while its code is valid."""
+    flow = devicecode.load_pending(acct)
+    code_expires = float(flow["expires_at"])
+    ui.say(f"{acct.name}: waiting for the sign-in with the code {flow['user_code']}")
+    try:
+        grant = _wait(acct, flow, timeout, lambda waiting: engine.resume_device_flow(acct, flow, waiting, net_timeout))
+    except Exception:
+        if time.time() >= code_expires:
+            devicecode.drop_pending(acct.name)
+        raise
+    devicecode.drop_pending(acct.name)
+    return grant
+
+
+def _wait(acct: Account, flow: dict[str, Any], timeout: float | None, finish: Any) -> Any:
     expires_at = float(flow.get("expires_at") or time.time() + int(flow.get("expires_in", 900)))
     if timeout:
         expires_at = min(expires_at, time.time() + timeout)
         flow["expires_at"] = expires_at
-    url = flow.get("verification_uri") or flow.get("verification_url")
-    ui.say(f"{acct.name}: to sign in as {acct.email}, open {url} and enter the code {flow['user_code']}")
     tty = sys.stderr.isatty()
     last = [0.0]
 
@@ -85,7 +117,7 @@ def _device(acct: Account, engine: Any, net_timeout: float, timeout: float | Non
         return left <= 0
 
     try:
-        return engine.finish_device_flow(acct, app, cache, flow, waiting)
+        return finish(waiting)
     finally:
         if tty:
             sys.stderr.write("\n")
@@ -125,13 +157,90 @@ def browser_available() -> bool:
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
-def _browser(acct: Account, engine: Any, net_timeout: float, timeout: float) -> Any:
+def _default_method(acct: Account) -> str:
+    """The device code flow, unless the provider refuses it: then the browser, or --paste without one."""
+    spec = providers.spec(acct.provider)
+    if spec.get("device_flow", True):
+        return "device"
+    if browser_available():
+        ui.say(f"{acct.name}: {spec['device_flow_refused']}: signing in with the browser instead")
+        return "browser"
+    ui.say(f"{acct.name}: {spec['device_flow_refused']}, and no browser is here: sign in anywhere, then paste")
+    return "paste"
+
+
+def _interactive(acct: Account, engine: Any, method: str, net_timeout: float, timeout: float) -> Any:
+    from .providers.base import ConsentNeeded
+
+    run = _browser if method == "browser" else _paste
+    try:
+        return run(acct, engine, net_timeout, timeout)
+    except ConsentNeeded:
+        # Google sends a refresh token only when the user consents; an earlier consent means none came back.
+        ui.say(f"{acct.name}: the provider sent no refresh token (the app was allowed before): consent once more")
+    try:
+        return run(acct, engine, net_timeout, timeout, consent=True)
+    except ConsentNeeded:
+        raise SignInRequired(
+            "the provider sent no refresh token even after consent: remove the app's access in your account's "
+            f"security settings, then run 'mailtoken login {acct.name}' again",
+            account=acct.name,
+        ) from None
+
+
+def _paste(acct: Account, engine: Any, net_timeout: float, timeout: float, **flow_kw: Any) -> Any:
+    """The browser flow without a listener here: the user pastes the address the browser was sent to."""
+    from . import paste
+
+    redirect = acct.redirect_uri or f"http://{providers.spec(acct.provider).get('loopback_host', 'localhost')}"
+    app, cache, flow = engine.start_auth_code_flow(acct, redirect, net_timeout, **flow_kw)
+    ui.say(f"{acct.name}: to sign in as {acct.email}, open this URL in a browser on any machine:")
+    print(flow["auth_uri"], file=sys.stderr, flush=True)
+    ui.say(
+        f"{acct.name}: after sign-in the browser goes to {redirect}... and may show an error page: copy the whole "
+        "address from its address bar, paste it here and press Enter:"
+    )
+    return engine.finish_auth_code_flow(acct, app, cache, flow, paste.read_redirect(acct, redirect, timeout))
+
+
+class _V6Server(http.server.HTTPServer):
+    address_family = socket.AF_INET6
+
+
+def _loopback(acct: Account) -> tuple[str, int, str | None]:
+    """Host and port to receive the browser's redirect on, and the fixed redirect URI if the account has one
+    (a fixed port is what `ssh -L PORT:127.0.0.1:PORT` needs); else the provider's host on a free port."""
+    from .providers.base import is_loopback_http
+
+    uri = acct.redirect_uri
+    if uri is None:
+        return providers.spec(acct.provider).get("loopback_host", "localhost"), 0, None
+    if not is_loopback_http(uri):
+        raise UsageError(
+            f"redirect_uri is {uri}, which no listener on this machine can receive: sign in with "
+            f"'mailtoken login {acct.name} --paste'",
+            account=acct.name,
+        )
+    parts = urllib.parse.urlsplit(uri)
+    return parts.hostname or "localhost", parts.port or 80, uri
+
+
+def _browser(acct: Account, engine: Any, net_timeout: float, timeout: float, **flow_kw: Any) -> Any:
     handler = type("Receiver", (_Receiver,), {"result": None})
-    server = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    host, port, fixed = _loopback(acct)
+    try:
+        v6 = host == "::1"
+        server = (_V6Server if v6 else http.server.HTTPServer)(("::1" if v6 else "127.0.0.1", port), handler)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot listen on port {port} for the browser's answer ({exc.strerror}): free it, or change redirect_uri",
+            account=acct.name,
+        ) from None
     port = server.server_address[1]
     try:
-        # Entra ignores the port of a http://localhost redirect URI, so any free port works.
-        app, cache, flow = engine.start_auth_code_flow(acct, f"http://localhost:{port}", net_timeout)
+        # Entra and Google accept any port on a loopback redirect URI, so a free port works unless one is fixed.
+        redirect = fixed or f"http://{host}:{port}"
+        app, cache, flow = engine.start_auth_code_flow(acct, redirect, net_timeout, **flow_kw)
         url = flow["auth_uri"]
         ui.say(f"{acct.name}: to sign in as {acct.email}, open this URL in a browser on this machine:")
         print(url, file=sys.stderr, flush=True)
@@ -159,8 +268,11 @@ def logout(acct: Account) -> list[str]:
         removed.append("access-token record")
     if fsutil.remove(tokens.rescue_path(acct.name)):
         removed.append("rescued grant")
+    for leftover in (tokens.rejected_path(acct.name), tokens.wait_path(acct.name)):
+        fsutil.remove(leftover)
     state = stores.recall(acct.name)
-    names = ["file", "keyring"]
+    # The keyring is probed only where a grant may be: probing it can be slow, and needless where none is.
+    names = ["file"] if acct.store == "file" and (not state or state.get("store") == "file") else ["file", "keyring"]
     for name in names:
         store = stores.by_name(name)
         try:
@@ -170,6 +282,11 @@ def logout(acct: Account) -> list[str]:
         except Exception:
             if state and state.get("store") == name:
                 raise
+    if providers.app_only(acct) and not acct.client_secret_cmd and not acct.certificate:
+        from .providers import credentials
+
+        if credentials.forget_secret(acct):  # what `login` stored for this app-only account
+            removed.append("the app's client secret in the keyring")
     if stores.forget(acct.name):
         removed.append("account state")
     return removed
