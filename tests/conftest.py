@@ -142,3 +142,14 @@ def secret_service(tmp_path: Path, env: Env) -> Iterator[SecretService]:
         yield service
     finally:
         service.stop()
+
+
+@pytest.fixture(scope="module")
+def mailstack(tmp_path_factory: pytest.TempPathFactory):
+    """Issue 4: a private Dovecot + SMTP sink + fake identity platform, one per test module (tests/servers/)."""
+    from tests.servers.dovecot import DOVEADM, DOVECOT
+    from tests.servers.stack import MailStack
+
+    require(DOVECOT, DOVEADM)
+    with MailStack(tmp_path_factory.mktemp("mailstack")) as stack:
+        yield stack

@@ -1,0 +1,498 @@
+"""`mailtoken test ACCOUNT`: sign in to the mail servers with the account's token, and explain what went wrong.
+
+For each protocol it really authenticates (XOAUTH2, the response on a continuation line so long tokens fit
+every server's line limit), then does one harmless command that only works on a connected mailbox: IMAP
+`LIST` + `SELECT INBOX` (Exchange answers "authenticated but not connected" there), POP `STAT`, and for SMTP
+nothing (no mail is sent). One line per protocol: the server's reply and, on failure, a diagnosis.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import errors, sasl
+from .config import Account
+
+PROTOCOLS = ("imap", "pop", "smtp")
+LABEL = {"imap": "IMAP", "pop": "POP", "smtp": "SMTP"}
+# scheme -> implicit TLS?  Plain schemes mean STARTTLS: a bearer token never crosses the wire in clear text.
+SCHEMES = {
+    "imap": {"imaps": True, "imap": False},
+    "pop": {"pop3s": True, "pops": True, "pop3": False, "pop": False},
+    "smtp": {"smtps": True, "smtp": False, "submission": False},
+}
+DEFAULT_PORTS = {"imap": 993, "pop": 995, "smtp": 587}
+IMPLICIT_TLS_PORTS = frozenset({993, 995, 465})
+# The delegated permission each protocol needs in the token (Exchange Online).
+SCOPES = {"imap": "IMAP.AccessAsUser.All", "pop": "POP.AccessAsUser.All", "smtp": "SMTP.Send"}
+CAS_FLAG = {"imap": "ImapEnabled", "pop": "PopEnabled", "smtp": "SmtpClientAuthenticationDisabled"}
+MAX_REPLY = 240
+
+# How a failed check ends the command (the worst one wins): refused > misconfigured > unreachable.
+EXIT_PRIORITY = (errors.EX_NOPERM, errors.EX_CONFIG, errors.EX_TEMPFAIL)
+
+
+@dataclass(frozen=True)
+class Server:
+    protocol: str
+    host: str
+    port: int
+    implicit_tls: bool
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@dataclass
+class Result:
+    server: Server
+    ok: bool
+    reply: str
+    detail: str = ""  # on success: what the follow-up command showed; on failure: the diagnosis
+    exit_code: int = errors.EX_OK
+
+    def line(self) -> str:
+        head = f"{LABEL[self.server.protocol]:<4} {self.server!s:<28} {'ok' if self.ok else 'FAILED'}"
+        reply = f'"{self.reply}"' if self.reply else "(no reply)"
+        return f"{head}: {reply}" + (f": {self.detail}" if self.detail else "")
+
+
+@dataclass
+class Claims:
+    """What an Entra access token (a JWT) says about itself; empty for opaque tokens."""
+
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, token: str) -> Claims:
+        parts = token.split(".")
+        if len(parts) != 3:
+            return cls()
+        try:
+            payload = base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4))
+            values = json.loads(payload)
+        except (ValueError, binascii.Error):
+            return cls()
+        return cls(values if isinstance(values, dict) else {})
+
+    @property
+    def user(self) -> str | None:
+        for key in ("upn", "unique_name", "preferred_username", "email"):
+            if isinstance(self.values.get(key), str):
+                return self.values[key]
+        return None
+
+    @property
+    def scopes(self) -> list[str] | None:
+        scp = self.values.get("scp")
+        return scp.split() if isinstance(scp, str) else None
+
+    def problems(self, protocol: str, user: str, account: str) -> list[str]:
+        """What the token itself shows to be wrong for this protocol and mailbox."""
+        found = []
+        owner = self.user
+        if owner and owner.lower() != user.lower():
+            found.append(
+                f"the token belongs to {owner}, not {user}: sign in as {user}, or give {owner} "
+                f"Full Access to {user} if it is a shared mailbox"
+            )
+        scopes = self.scopes
+        if scopes is not None and not any(s.split("/")[-1].lower() == SCOPES[protocol].lower() for s in scopes):
+            found.append(
+                f"the token lacks {SCOPES[protocol]} (it has: {' '.join(scopes) or 'none'}): add that delegated "
+                "permission of Office 365 Exchange Online to the app registration, have it consented, then sign in "
+                f"again ('mailtoken logout {account}', 'mailtoken login {account}')"
+            )
+        exp = self.values.get("exp")
+        if isinstance(exp, (int, float)) and exp < time.time():
+            found.append("the token has expired: check the computer's clock")
+        return found
+
+    def summary(self) -> str:
+        if not self.values:
+            return "opaque (not a JWT): its claims cannot be checked here"
+        parts = []
+        if self.user:
+            parts.append(f"for {self.user}")
+        if self.values.get("aud"):
+            parts.append(f"audience {self.values['aud']}")
+        if self.scopes is not None:
+            parts.append("scopes " + (" ".join(self.scopes) or "none"))
+        return ", ".join(parts) or "a JWT without the usual claims"
+
+
+# --- which servers ------------------------------------------------------------------------------------------
+
+
+def servers(acct: Account, wanted: dict[str, str | None], host: str | None) -> list[Server]:
+    """The servers to try: the provider's unless a URL (or --host) overrides them."""
+    from . import clientconf
+
+    defaults = clientconf.target(acct, helper=clientconf.CONTRIB_HELPER, hook="-")
+    chosen = [p for p in PROTOCOLS if wanted.get(p) is not None] or list(PROTOCOLS)
+    result = []
+    for proto in chosen:
+        default = getattr(defaults, proto)
+        spec = wanted.get(proto) or ""
+        result.append(parse_server(proto, spec, host or default.host, default.port))
+    return result
+
+
+def parse_server(protocol: str, spec: str, default_host: str, default_port: int) -> Server:
+    scheme, sep, rest = spec.partition("://")
+    if not sep:
+        scheme, rest = "", spec
+    if scheme and scheme.lower() not in SCHEMES[protocol]:
+        known = ", ".join(f"{s}://" for s in SCHEMES[protocol])
+        raise errors.UsageError(f"--{protocol}: '{scheme}://' is not a {LABEL[protocol]} URL scheme (use {known})")
+    rest = rest.strip("/")
+    host, port = default_host, default_port
+    if rest:
+        match = re.fullmatch(r"\[?([^\]]*?)\]?(?::(\d+))?", rest)
+        if not match or not match.group(1):
+            raise errors.UsageError(f"--{protocol}: '{spec}' is not HOST, HOST:PORT or a URL like imaps://HOST:PORT")
+        host = match.group(1)
+        port = int(match.group(2)) if match.group(2) else (DEFAULT_PORTS[protocol] if scheme else default_port)
+    implicit = SCHEMES[protocol][scheme.lower()] if scheme else port in IMPLICIT_TLS_PORTS
+    return Server(protocol, host, port, implicit)
+
+
+# --- the checks --------------------------------------------------------------------------------------------
+
+
+class _Failed(Exception):
+    """A check's end: the stage it reached and what the server said."""
+
+    def __init__(self, stage: str, reply: str) -> None:
+        super().__init__(stage)
+        self.stage = stage  # connect, tls, mechs, auth, mailbox
+        self.reply = reply
+
+
+def _clean(text: Any) -> str:
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    text = " ".join(str(text).split())
+    return text if len(text) <= MAX_REPLY else text[: MAX_REPLY - 3] + "..."
+
+
+def _challenge(data: bytes | str) -> str:
+    """A server's SASL error challenge, decoded (Dovecot sends JSON like {"status":"invalid_token"})."""
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        return _clean(base64.b64decode(raw.strip(), validate=True))
+    except (binascii.Error, ValueError):
+        return _clean(raw)
+
+
+def _imap_error(exc: Exception) -> str:
+    # imaplib: "SELECT command error: BAD [b'User is authenticated but not connected.']"
+    text = str(exc)
+    match = re.search(r"error: (\w+) \[b['\"](.*)['\"]\]$", text)
+    return _clean(f"{match.group(1)} {match.group(2)}" if match else text)
+
+
+def check_imap(server: Server, user: str, token: str, ctx, timeout: float) -> tuple[str, str]:
+    import imaplib
+
+    try:
+        if server.implicit_tls:
+            conn = imaplib.IMAP4_SSL(server.host, server.port, ssl_context=ctx, timeout=timeout)
+        else:
+            conn = imaplib.IMAP4(server.host, server.port, timeout=timeout)
+    except OSError as exc:
+        raise _Failed(_net_stage(exc), _clean(exc)) from None
+    try:
+        if not server.implicit_tls:
+            try:
+                conn.starttls(ssl_context=ctx)
+            except OSError as exc:
+                raise _Failed("tls", _clean(exc)) from None
+            except conn.error as exc:
+                raise _Failed("tls", _imap_error(exc)) from None
+        mechs = [c[5:] for c in conn.capabilities if c.upper().startswith("AUTH=")]
+        if "XOAUTH2" not in (m.upper() for m in mechs):
+            raise _Failed("mechs", "CAPABILITY " + " ".join(conn.capabilities))
+        challenges: list[str] = []
+        first = [sasl.xoauth2_raw(user, token).encode()]
+
+        def answer(challenge: bytes) -> bytes:
+            if first:
+                return first.pop()
+            challenges.append(_challenge(base64.b64encode(challenge)))
+            return b""  # RFC 7628: an empty response ends a failed exchange
+
+        try:
+            _typ, data = conn.authenticate("XOAUTH2", answer)
+        except conn.error as exc:
+            reply = _imap_error(exc)
+            raise _Failed("auth", f"{reply} ({challenges[-1]})" if challenges else reply) from None
+        auth_reply = _clean(b" ".join(d for d in data if isinstance(d, bytes)))
+        try:
+            conn.list('""', "INBOX")
+            _typ, count = conn.select("INBOX", readonly=True)
+        except conn.error as exc:
+            raise _Failed("mailbox", _imap_error(exc)) from None
+        return auth_reply, f"INBOX holds {_clean(count[0])} messages"
+    finally:
+        with contextlib.suppress(OSError, imaplib.IMAP4.error):
+            conn.logout()
+
+
+def check_pop(server: Server, user: str, token: str, ctx, timeout: float) -> tuple[str, str]:
+    import poplib
+
+    try:
+        if server.implicit_tls:
+            conn = poplib.POP3_SSL(server.host, server.port, timeout=timeout, context=ctx)
+        else:
+            conn = poplib.POP3(server.host, server.port, timeout=timeout)
+    except (OSError, poplib.error_proto) as exc:
+        raise _Failed(_net_stage(exc), _clean(exc)) from None
+    try:
+        if not server.implicit_tls:
+            try:
+                conn.stls(context=ctx)
+            except (OSError, poplib.error_proto) as exc:
+                raise _Failed("tls", _clean(exc)) from None
+        # poplib has no AUTH: _shortcmd is the documented-by-use way (the response goes on its own line, which
+        # keeps a 2,500-character token clear of POP's 512-byte command limit).
+        stage = "mechs"  # until the server takes AUTH XOAUTH2, a refusal means it lacks the mechanism
+        try:
+            reply = conn._shortcmd("AUTH XOAUTH2")
+            if reply.startswith(b"+OK"):
+                raise _Failed("mechs", _clean(reply))
+            stage = "auth"
+            reply = conn._shortcmd(sasl.xoauth2(user, token))
+            if not reply.startswith(b"+OK"):
+                challenge = _challenge(reply[1:])
+                try:
+                    reply = conn._shortcmd("")
+                except poplib.error_proto as exc:
+                    raise _Failed("auth", f"{_clean(exc.args[0])} ({challenge})") from None
+        except poplib.error_proto as exc:
+            raise _Failed(stage, _clean(exc.args[0] if exc.args else exc)) from None
+        try:
+            count, size = conn.stat()
+        except poplib.error_proto as exc:
+            raise _Failed("mailbox", _clean(exc.args[0] if exc.args else exc)) from None
+        return _clean(reply), f"STAT: {count} messages"
+    finally:
+        with contextlib.suppress(OSError, poplib.error_proto):
+            conn.quit()
+
+
+def check_smtp(server: Server, user: str, token: str, ctx, timeout: float) -> tuple[str, str]:
+    import smtplib
+
+    try:
+        # local_hostname: smtplib would otherwise ask reverse DNS (getfqdn), which can stall for seconds.
+        if server.implicit_tls:
+            conn = smtplib.SMTP_SSL(server.host, server.port, "localhost", timeout=timeout, context=ctx)
+        else:
+            conn = smtplib.SMTP(server.host, server.port, "localhost", timeout=timeout)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise _Failed(_net_stage(exc), _clean(exc)) from None
+    try:
+        conn.ehlo()
+        if not server.implicit_tls:
+            try:
+                conn.starttls(context=ctx)
+            except (OSError, smtplib.SMTPException) as exc:
+                raise _Failed("tls", _clean(exc)) from None
+            conn.ehlo()
+        offered = conn.esmtp_features.get("auth", "").upper().split()
+        if "XOAUTH2" not in offered:
+            raise _Failed("mechs", f"EHLO AUTH {' '.join(offered)}" if offered else "EHLO offers no AUTH")
+        # docmd, not auth(): the response on its own line, as Dovecot limits the AUTH line to 1 KB.
+        code, text = conn.docmd("AUTH", "XOAUTH2")
+        if code == 334:
+            code, text = conn.docmd(sasl.xoauth2(user, token))
+        if code == 334:
+            challenge = _challenge(text)
+            code, text = conn.docmd("")
+            text = f"{text.decode('utf-8', 'replace')} ({challenge})".encode()
+        reply = _clean(f"{code} {text.decode('utf-8', 'replace')}")
+        if code != 235:
+            raise _Failed("auth", reply)
+        return reply, "no mail sent"
+    except smtplib.SMTPServerDisconnected as exc:
+        raise _Failed("connect", _clean(exc)) from None
+    finally:
+        with contextlib.suppress(OSError, smtplib.SMTPException):
+            conn.quit()
+
+
+CHECKS: dict[str, Callable[..., tuple[str, str]]] = {"imap": check_imap, "pop": check_pop, "smtp": check_smtp}
+
+
+def _net_stage(exc: BaseException) -> str:
+    import ssl
+
+    return "tls" if isinstance(exc, ssl.SSLError) else "connect"
+
+
+# --- diagnosis ----------------------------------------------------------------------------------------------
+
+
+def diagnose(server: Server, stage: str, reply: str, user: str, claims: Claims, account: str) -> tuple[str, int]:
+    """What a failure most likely means and what to do, and the exit code it maps to."""
+    proto, label = server.protocol, LABEL[server.protocol]
+    if stage == "connect":
+        return (
+            f"cannot reach {server}: check the host and port, and any firewall or proxy in between",
+            errors.EX_TEMPFAIL,
+        )
+    if stage == "tls":
+        return (
+            f"TLS with {server} failed: if a proxy inspects TLS here, pass its CA with --cafile",
+            errors.EX_CONFIG,
+        )
+    if stage == "mechs":
+        return (
+            f"{server} offers no XOAUTH2 for {label}: is this the provider's {label} host for the account's cloud?",
+            errors.EX_CONFIG,
+        )
+    low = reply.lower()
+    if proto == "smtp" and "5.7.139" in reply:
+        return _smtp_blocked(low, user), errors.EX_NOPERM
+    from_token = claims.problems(proto, user, account)
+    if stage == "mailbox":
+        why = from_token or [
+            f"user={user} must be the signed-in account, or a mailbox it has Full Access to (try --user)",
+            f"{label} may be disabled for the mailbox (Exchange Online: an admin checks "
+            f"'Get-CASMailbox -Identity {user} | Format-List {CAS_FLAG[proto]}')",
+        ]
+        return f"signed in, but the mailbox is not reachable: {'; or '.join(why)}", errors.EX_NOPERM
+    if "invalid_token" in low or '"status":"401"' in low.replace(" ", ""):
+        why = from_token or ["the token is not valid for this server (expired, revoked, or issued for another one)"]
+        return f"the server refused the token: {'; '.join(why)}", errors.EX_NOPERM
+    if from_token:
+        return f"the server refused the token: {'; '.join(from_token)}", errors.EX_NOPERM
+    return (
+        "the server refused the token. Usual causes: "
+        f"user={user} is not the signed-in account (a shared mailbox needs Full Access; try --user); "
+        f"the app registration lacks {SCOPES[proto]}; "
+        f"{label} is disabled for the mailbox (Exchange Online: "
+        f"'Get-CASMailbox -Identity {user} | Format-List {CAS_FLAG[proto]}'); "
+        "a Conditional Access policy blocks this client",
+        errors.EX_NOPERM,
+    )
+
+
+def _smtp_blocked(low: str, user: str) -> str:
+    if "disabled for the tenant" in low:
+        return (
+            "SMTP AUTH is disabled for the whole tenant: an Exchange admin enables it for this mailbox with "
+            f"'Set-CASMailbox -Identity {user} -SmtpClientAuthenticationDisabled $false' (or tenant-wide with "
+            "'Set-TransportConfig -SmtpClientAuthenticationDisabled $false'); see https://aka.ms/smtp_auth_disabled"
+        )
+    if "disabled for the mailbox" in low:
+        return (
+            "SMTP AUTH is disabled for this mailbox: an Exchange admin runs "
+            f"'Set-CASMailbox -Identity {user} -SmtpClientAuthenticationDisabled $false', or in the Microsoft 365 "
+            "admin center: Users > Active users > the user > Mail > Manage email apps > Authenticated SMTP"
+        )
+    if "security defaults" in low:
+        return (
+            "Microsoft Entra security defaults block SMTP AUTH in this tenant: an admin must replace security "
+            "defaults with Conditional Access policies that allow it"
+        )
+    if "criteria" in low or "conditional access" in low:
+        return (
+            "a Conditional Access policy refused this sign-in (device, location or MFA rule): the tenant's Entra "
+            "sign-in log names the policy; ask an admin"
+        )
+    return (
+        "Exchange Online blocks SMTP AUTH here (5.7.139): SMTP AUTH disabled for the mailbox or tenant, security "
+        f"defaults, or Conditional Access; an admin checks 'Get-CASMailbox -Identity {user} | Format-List "
+        "SmtpClientAuthenticationDisabled'"
+    )
+
+
+# --- the command --------------------------------------------------------------------------------------------
+
+
+def ssl_context(cafile: str | None):
+    import ssl
+
+    if cafile is not None:
+        try:
+            return ssl.create_default_context(cafile=cafile)
+        except (OSError, ssl.SSLError) as exc:
+            raise errors.ConfigError(f"--cafile {cafile}: cannot be loaded ({exc})") from None
+    return ssl.create_default_context()
+
+
+def check(server: Server, user: str, token: str, claims: Claims, ctx, timeout: float, account: str) -> Result:
+    try:
+        reply, detail = CHECKS[server.protocol](server, user, token, ctx, timeout)
+    except _Failed as failure:
+        diagnosis, code = diagnose(server, failure.stage, failure.reply, user, claims, account)
+        return Result(server, False, failure.reply, diagnosis, code)
+    except (OSError, EOFError) as exc:  # a connection lost mid-way
+        diagnosis, code = diagnose(server, _net_stage(exc), "", user, claims, account)
+        return Result(server, False, _clean(exc) or type(exc).__name__, diagnosis, code)
+    return Result(server, True, reply, detail)
+
+
+def run(
+    acct: Account,
+    config_path: str,
+    wanted: dict[str, str | None],
+    *,
+    host: str | None,
+    user: str | None,
+    cafile: str | None,
+    timeout: float,
+    emit: Callable[[str], None],
+) -> int:
+    from . import tokens
+    from .deadline import Deadline
+
+    plan = servers(acct, wanted, host)
+    ctx = ssl_context(cafile)
+    deadline = Deadline(timeout)
+    with deadline.enforced(acct.name):
+        rec = tokens.get(acct, config_path, deadline)
+    mailbox = user or rec.user
+    claims = Claims.of(rec.token)
+    left = max(0, int(rec.expires - time.time()))
+    emit(f"token {acct.name}: sign-in {rec.user}, valid for {left // 60} min, {claims.summary()}")
+    from concurrent.futures import ThreadPoolExecutor
+
+    # All servers at once (each sign-in can take seconds at Exchange), the lines still in protocol order.
+    results = []
+    with ThreadPoolExecutor(max_workers=len(plan)) as pool:
+        futures = [pool.submit(check, s, mailbox, rec.token, claims, ctx, timeout, acct.name) for s in plan]
+        for future in futures:
+            result = future.result()
+            emit(result.line())
+            results.append(result)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        names = ", ".join(LABEL[r.server.protocol] for r in failed)
+        # stderr too: the report may be going to a file or a pipe.
+        print(f"mailtoken: {acct.name}: {names} failed (see the lines above)", file=sys.stderr, flush=True)
+    codes = {r.exit_code for r in failed}
+    return next((code for code in EXIT_PRIORITY if code in codes), errors.EX_OK)
+
+
+def run_cli(acct: Account, config_path: str, args) -> int:
+    def emit(line: str) -> None:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+    wanted = {p: getattr(args, p) for p in PROTOCOLS}
+    return run(
+        acct, config_path, wanted, host=args.host, user=args.user, cafile=args.cafile, timeout=args.timeout, emit=emit
+    )

@@ -1,0 +1,1 @@
+"""Real servers the integration tests run: a private Dovecot, an SMTP sink, a scripted fake Exchange."""
