@@ -48,6 +48,8 @@ def _account(ctx: Context, name: str):
 
 
 def _add_secret_options(p: argparse.ArgumentParser, sasl: bool) -> None:
+    # A sign-in-required failure here is what notify_cmd exists for: clients run these in the background.
+    p.set_defaults(notify=True)
     p.add_argument("account", help="account name from the config")
     p.add_argument(
         "--timeout",
@@ -99,11 +101,45 @@ def _run_oauthbearer(ctx: Context, args: argparse.Namespace) -> str:
 # --- login, logout, add, status ---------------------------------------------------------------------------
 
 
-def _run_login(ctx: Context, args: argparse.Namespace) -> None:
-    from . import login
+def _run_login(ctx: Context, args: argparse.Namespace) -> str | None:
+    from . import devicecode, login, notify
 
     acct = _account(ctx, args.account)
-    login.login(acct, ctx.config_path, "browser" if args.browser else "device", args.login_timeout)
+    if (args.no_wait or args.resume) and (args.browser or args.paste):
+        raise UsageError("--no-wait and --resume work with the device code flow only, not --browser or --paste")
+    if args.no_wait and args.resume:
+        raise UsageError("--no-wait starts a sign-in and --resume finishes it: give one of them")
+    if args.no_wait:
+        return devicecode.start_detached(acct)
+    # "default": the device code flow, unless the provider refuses it (login.py then picks the browser or --paste).
+    method = "resume" if args.resume else "browser" if args.browser else "paste" if args.paste else "default"
+    method = "device" if args.device else method
+    login.login(acct, ctx.config_path, method, args.login_timeout)
+    notify.reset(acct.name)
+    return None
+
+
+def _run_systemd(ctx: Context, args: argparse.Namespace) -> None:
+    from . import systemd
+
+    if args.action == "install":
+        systemd.install(enable=not args.no_enable)
+    else:
+        systemd.uninstall()
+
+
+def _run_refresh(ctx: Context, args: argparse.Namespace) -> int:
+    from . import config, refresh
+
+    if args.all and args.accounts:
+        raise UsageError("give account names or --all, not both")
+    try:
+        min_validity = config.parse_duration(args.min_validity)
+    except ValueError:
+        raise UsageError(f"--min-validity: '{args.min_validity}' is not a duration like 30m, 1h or 90s") from None
+    cfg = _load(ctx)
+    accounts = [cfg.account(name) for name in args.accounts or sorted(cfg.accounts)]
+    return refresh.run(accounts, ctx.config_path, min_validity, args.timeout)
 
 
 def _run_logout(ctx: Context, args: argparse.Namespace) -> None:
@@ -135,6 +171,23 @@ def _run_status(ctx: Context, args: argparse.Namespace) -> str:
     if args.json:
         return json.dumps(accounts.as_json(rows), indent=2)
     return accounts.render(rows)
+
+
+# --- config, test ----------------------------------------------------------------------------------------------
+
+
+def _run_config(ctx: Context, args: argparse.Namespace) -> str:
+    from . import clientconf
+
+    client = clientconf.client_name(args.client)
+    return clientconf.render(client, _account(ctx, args.account))
+
+
+def _run_test(ctx: Context, args: argparse.Namespace) -> int:
+    from . import doctor
+
+    # Prints one line per protocol as it goes; the exit code says whether every one authenticated.
+    return doctor.run_cli(_account(ctx, args.account), ctx.config_path, args)
 
 
 # --- parser ------------------------------------------------------------------------------------------------
@@ -189,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="authorization code + PKCE with a http://localhost "
         "redirect; opens a browser where there is a display, else prints the URL",
     )
+    how.add_argument(
+        "--paste",
+        action="store_true",
+        help="the browser flow without a listener here (SSH, no browser, a non-loopback redirect_uri): open the "
+        "URL anywhere, then paste the address the browser was sent to",
+    )
     p.add_argument(
         "--timeout",
         dest="login_timeout",
@@ -197,6 +256,38 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="give up waiting for the sign-in after this long (default: until the code expires)",
     )
+
+    p.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="device code flow for scripts: print 'URL CODE' on stdout and return; finish with --resume",
+    )
+    p.add_argument("--resume", action="store_true", help="finish the sign-in that 'login --no-wait' started")
+
+    p = verb(
+        "refresh",
+        "refresh access tokens that expire within --min-validity (for timers; never prompts)",
+        _run_refresh,
+    )
+    p.add_argument("accounts", nargs="*", metavar="ACCOUNT", help="accounts to refresh (default: all)")
+    p.add_argument("--all", action="store_true", help="every account in the config (the default)")
+    p.add_argument(
+        "--min-validity",
+        default="30m",
+        metavar="DURATION",
+        help="refresh a token with less than this left, e.g. 90s, 30m, 2h (default 30m)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up on an account after this long (default {DEFAULT_TIMEOUT:g})",
+    )
+
+    p = verb("systemd", "install or remove a user timer running 'mailtoken refresh --all' every 20 min", _run_systemd)
+    p.add_argument("action", choices=("install", "uninstall"))
+    p.add_argument("--no-enable", action="store_true", help="only write the unit files; do not run systemctl --user")
 
     p = verb("logout", "remove every stored token of the account", _run_logout)
     p.add_argument("account")
@@ -213,11 +304,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("status", "show accounts, sign-in state, token expiry and store (never a secret)", _run_status)
     p.add_argument("accounts", nargs="*", metavar="ACCOUNT")
     p.add_argument("--json", action="store_true", help="machine-readable output (format_version 1)")
+
+    p = verb("config", "print a ready config block for a mail client and this account", _run_config)
+    p.add_argument("client", help="msmtp, mbsync, neomutt, mutt, offlineimap3, getmail6, aerc or curl")
+    p.add_argument("account")
+
+    p = verb("test", "sign in to the mail servers with the token (IMAP, POP, SMTP) and explain failures", _run_test)
+    p.add_argument("account")
+    for proto, example in (("imap", "imaps://HOST:993"), ("pop", "pop3s://HOST:995"), ("smtp", "smtp://HOST:587")):
+        p.add_argument(
+            f"--{proto}",
+            nargs="?",
+            const="",
+            default=None,
+            metavar="URL",
+            help=f"test {proto.upper()} (all three when none is given); optionally at another server, like {example}",
+        )
+    p.add_argument("--host", help="use this host instead of the provider's for every protocol (same ports)")
+    p.add_argument("--user", metavar="ADDR", help="mailbox to sign in to (default: the account's email)")
+    p.add_argument("--cafile", metavar="PEM", help="trust these CA certificates instead of the system's")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"give up on the token, and on each server, after this long (default {DEFAULT_TIMEOUT:g})",
+    )
     return parser
 
 
 def main(argv: list[str]) -> int:
     ctx: Context | None = None
+    args: argparse.Namespace | None = None
     try:
         args = build_parser().parse_args(argv)
         ui.verbose = bool(getattr(args, "verbose", False))
@@ -228,11 +346,17 @@ def main(argv: list[str]) -> int:
         )
         ui.debug(f"config {ctx.config_path}; records in {paths.record_dir()}; state in {paths.state_dir()}")
         output = args.run(ctx, args)
+        if isinstance(output, int):  # a command that reported its own per-account failures
+            return output
         if output is not None:
             _emit(output)
         return errors.EX_OK
     except MailtokenError as exc:
         print(errors.format_error(exc, verbose=ui.verbose), file=sys.stderr)
+        if isinstance(exc, errors.SignInRequired) and ctx is not None and getattr(args, "notify", False):
+            from . import notify
+
+            notify.after_error(ctx.config_path, exc.account, exc.message)
         return exc.exit_code
     except KeyboardInterrupt:
         print("mailtoken: interrupted", file=sys.stderr)

@@ -1,0 +1,93 @@
+"""`mailtoken refresh`: renew the access tokens that expire within a window, for timers (systemd, cron).
+
+Every refresh also redeems the refresh token, and Microsoft drops a refresh token after 90 days unused
+(AADSTS700082): a timer keeps rarely opened mailboxes signed in, and mail clients always find a fresh token
+on the fast path. It never prompts: an account that needs a new sign-in is reported (and notified through
+notify_cmd), and the others are still refreshed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+
+from . import errors, lock, notify, record, tokens, ui
+from .config import Account
+from .deadline import Deadline
+from .errors import MailtokenError, SignInRequired
+
+DEFAULT_MIN_VALIDITY = 30 * 60
+
+# When accounts fail differently, the exit code is the first of these that occurred: what needs a human
+# (a broken installation, the config, the store, a sign-in) outranks what the next run fixes by itself.
+SEVERITY = (errors.EX_SOFTWARE, errors.EX_CONFIG, errors.EX_UNAVAILABLE, errors.EX_NOPERM, errors.EX_TEMPFAIL)
+
+
+@dataclass
+class Outcome:
+    account: str
+    refreshed: bool
+    expires: int | None = None
+    error: BaseException | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return errors.EX_OK if self.error is None else errors.exit_code_for(self.error)
+
+
+def needs_refresh(rec: record.Record | None, now: float, stamp: str, min_validity: float) -> bool:
+    return rec is None or not rec.fresh(now, stamp) or rec.expires - now < min_validity
+
+
+def refresh_account(acct: Account, config_path: str, min_validity: float, timeout: float) -> Outcome:
+    """Refresh one account if its token expires within `min_validity` seconds; errors come back in the Outcome."""
+    deadline = Deadline(timeout)
+    try:
+        with deadline.enforced(acct.name):
+            stamp = record.config_stamp(config_path)
+            rec = tokens.read_record(acct.name)
+            if not needs_refresh(rec, time.time(), stamp, min_validity):
+                return Outcome(acct.name, False, rec.expires if rec else None)
+            with lock.account_lock(acct.name, deadline.remaining()):
+                rec = tokens.read_record(acct.name)
+                if not needs_refresh(rec, time.time(), stamp, min_validity):
+                    ui.debug(f"{acct.name}: another process refreshed the token while we waited")
+                    return Outcome(acct.name, False, rec.expires if rec else None)
+                # No old record: a timer must report a failed refresh, not fall back to the cached token.
+                new = tokens._refresh(acct, None, stamp, deadline)
+    except MailtokenError as exc:
+        if exc.account is None:
+            exc.account = acct.name
+        return Outcome(acct.name, False, None, exc)
+    except Exception as exc:  # one broken account must not stop the others being refreshed
+        return Outcome(acct.name, False, None, exc)
+    return Outcome(acct.name, True, new.expires)
+
+
+def run(accounts: list[Account], config_path: str, min_validity: float, timeout: float) -> int:
+    """Refresh each account in turn, report failures on stderr (one line each), return the exit code."""
+    outcomes = []
+    for acct in accounts:
+        outcome = refresh_account(acct, config_path, min_validity, timeout)
+        outcomes.append(outcome)
+        if outcome.error is None:
+            until = time.strftime("%H:%M", time.localtime(outcome.expires)) if outcome.expires else "?"
+            ui.debug(f"{acct.name}: {'refreshed' if outcome.refreshed else 'still fresh'}; valid until {until}")
+            continue
+        _report(outcome.error)
+        if isinstance(outcome.error, SignInRequired):
+            try:
+                notify.signin_required(acct, outcome.error.message)
+            except Exception as exc:  # a failed notice must not hide the refresh result
+                ui.debug(f"{acct.name}: no notice sent ({type(exc).__name__})")
+    codes = {o.exit_code for o in outcomes} - {errors.EX_OK}
+    return next((code for code in SEVERITY if code in codes), errors.EX_OK)
+
+
+def _report(error: BaseException) -> None:
+    if ui.verbose and not isinstance(error, MailtokenError):
+        # Frames only, as in cli.main: an exception's message can carry a secret.
+        sys.stderr.write("".join(traceback.format_tb(error.__traceback__)))
+    print(errors.format_error(error, verbose=ui.verbose), file=sys.stderr, flush=True)

@@ -1,0 +1,139 @@
+"""`mailtoken systemd install|uninstall`: a user timer that runs `mailtoken refresh --all` every 20 minutes.
+
+The units written here are the ones in contrib/systemd/ with ExecStart pointing at this installation
+(tests/test_refresh.py checks the two agree), so the documented manual steps and the command give the same result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+
+from . import ui
+from .errors import EX_UNAVAILABLE, MailtokenError
+
+SERVICE_NAME = "mailtoken-refresh.service"
+TIMER_NAME = "mailtoken-refresh.timer"
+# What contrib/systemd/ uses: where `pip install --user` and pipx put the script.
+CONTRIB_EXEC = "%h/.local/bin/mailtoken"
+
+SERVICE = """\
+[Unit]
+Description=Refresh mailtoken's OAuth2 access tokens
+Documentation=man:mailtoken(1)
+
+[Service]
+Type=oneshot
+ExecStart={exec} refresh --all
+{environment}# 75 is a temporary failure (offline, identity platform down): the next run retries it.
+SuccessExitStatus=75
+TimeoutStartSec=10min
+"""
+
+TIMER = """\
+[Unit]
+Description=Refresh mailtoken's OAuth2 access tokens every 20 minutes
+Documentation=man:mailtoken(1)
+
+[Timer]
+OnCalendar=*:0/20
+# Run at once after a suspend or a power-off that skipped a run.
+Persistent=true
+RandomizedDelaySec=60
+
+[Install]
+WantedBy=timers.target
+"""
+
+
+class SystemdUnavailable(MailtokenError):
+    exit_code = EX_UNAVAILABLE
+
+
+def unit_dir() -> str:
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    if not base or not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), ".config")
+    return os.path.join(base, "systemd", "user")
+
+
+def _quote(arg: str) -> str:
+    # systemd unit syntax: "%" starts a specifier, and a path with spaces needs quotes.
+    arg = arg.replace("%", "%%")
+    if any(c in arg for c in ' \t"\\'):
+        arg = '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return arg
+
+
+def executable() -> str:
+    """This installation's console script, so the timer runs the same mailtoken as the user."""
+    beside = os.path.join(os.path.dirname(sys.executable), "mailtoken")
+    if os.access(beside, os.X_OK):
+        return _quote(os.path.abspath(beside))
+    found = shutil.which("mailtoken")
+    if found:
+        return _quote(os.path.abspath(found))
+    return f"{_quote(os.path.abspath(sys.executable))} -m mailtoken"
+
+
+def render(exec_start: str, config_override: str | None = None) -> dict[str, str]:
+    environment = ""
+    if config_override:
+        # The timer does not see the shell's variables: keep the config this user chose.
+        environment = f"Environment={_quote('MAILTOKEN_CONFIG=' + config_override)}\n"
+    return {SERVICE_NAME: SERVICE.format(exec=exec_start, environment=environment), TIMER_NAME: TIMER}
+
+
+def install(enable: bool) -> list[str]:
+    """Write the units and enable the timer; returns the paths written."""
+    folder = unit_dir()
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for name, text in render(executable(), os.environ.get("MAILTOKEN_CONFIG")).items():
+        path = os.path.join(folder, name)
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+        written.append(path)
+    ui.say(f"wrote {', '.join(written)}")
+    if enable:
+        _systemctl("daemon-reload")
+        _systemctl("enable", "--now", TIMER_NAME)
+        ui.say(f"enabled {TIMER_NAME}: see 'systemctl --user list-timers' and 'journalctl --user -u {SERVICE_NAME}'")
+    else:
+        ui.say(f"next: systemctl --user daemon-reload && systemctl --user enable --now {TIMER_NAME}")
+    return written
+
+
+def uninstall() -> list[str]:
+    folder = unit_dir()
+    present = [os.path.join(folder, n) for n in (TIMER_NAME, SERVICE_NAME) if os.path.exists(os.path.join(folder, n))]
+    if present:
+        with contextlib.suppress(SystemdUnavailable):
+            # The files may have been copied by hand onto a machine without a user manager.
+            _systemctl("disable", "--now", TIMER_NAME)
+    for path in present:
+        os.unlink(path)
+    if present:
+        with contextlib.suppress(SystemdUnavailable):
+            _systemctl("daemon-reload")
+    ui.say(f"removed {', '.join(present)}" if present else f"no mailtoken units in {folder}")
+    return present
+
+
+def _systemctl(*args: str) -> None:
+    argv = ["systemctl", "--user", *args]
+    hint = f"the units are in {unit_dir()}; in your login session run: systemctl --user enable --now {TIMER_NAME}"
+    try:
+        result = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    except FileNotFoundError:
+        raise SystemdUnavailable(f"systemctl not found (no systemd here?): use cron instead ({hint})") from None
+    except subprocess.TimeoutExpired:
+        raise SystemdUnavailable(f"'{' '.join(argv)}' did not answer within 60 s: {hint}") from None
+    if result.returncode != 0:
+        why = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[0]
+        raise SystemdUnavailable(f"'{' '.join(argv)}' failed ({why}): {hint}")

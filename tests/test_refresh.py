@@ -1,0 +1,165 @@
+"""`mailtoken refresh` and the systemd timer that runs it (issue 7): renew what expires within the window, never
+prompt, report each failing account and keep going, exit with the core issue's codes.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from mailtoken import errors, refresh, systemd
+from mailtoken.config import Account
+from tests.conftest import MAILTOKEN, Env, require
+from tests.fakes.entra import FakeEntra
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _make_stale(env: Env, account: str = "work") -> None:
+    rec = env.record_dir / f"{account}.token"
+    rec.write_text(re.sub(r"refresh \d+", f"refresh {int(time.time()) - 1}", rec.read_text()))
+
+
+def test_refreshes_only_tokens_expiring_within_the_window(signed_in: Env, fake: FakeEntra) -> None:
+    before = signed_in.run("token", "work").stdout
+    quiet = signed_in.run("refresh")
+    assert (quiet.returncode, quiet.stdout, quiet.stderr) == (0, "", "")
+    assert fake.counts["refresh_token"] == 0, "a token with an hour left is outside the default 30 min window"
+
+    renewed = signed_in.run("refresh", "work", "--min-validity", "2h")
+    assert (renewed.returncode, renewed.stdout, renewed.stderr) == (0, "", "")
+    assert fake.counts["refresh_token"] == 1
+    after = signed_in.run("token", "work")
+    assert after.stdout != before and fake.is_valid_access_token(after.stdout.strip())
+    assert fake.counts["refresh_token"] == 1, "the token refresh wrote must be served from the record"
+
+
+def test_stale_record_is_refreshed_with_the_default_window(signed_in: Env, fake: FakeEntra) -> None:
+    _make_stale(signed_in)
+    result = signed_in.run("-v", "refresh", "--all")
+    assert result.returncode == 0, result.stderr
+    assert "work: refreshed; valid until" in result.stderr
+    assert fake.counts["refresh_token"] == 1
+
+
+def test_all_reports_each_failing_account_and_refreshes_the_rest(signed_in: Env, fake: FakeEntra) -> None:
+    signed_in.add_account("home", authority=fake.authority(), email="bob@contoso.com")
+    result = signed_in.run("refresh", "--all", "--min-validity", "2h")
+    assert result.returncode == errors.EX_NOPERM
+    assert result.stdout == ""
+    assert result.stderr == "mailtoken: home: not signed in: run 'mailtoken login home'\n"
+    assert fake.counts["refresh_token"] == 1, "work is refreshed although home failed"
+
+
+def test_temporary_failure_exits_75_and_the_cached_token_still_serves(signed_in: Env, fake: FakeEntra) -> None:
+    token = signed_in.run("token", "work").stdout
+    fake.inject("status", status=503)
+    result = signed_in.run("refresh", "work", "--min-validity", "2h")
+    assert result.returncode == errors.EX_TEMPFAIL, result.stderr
+    assert result.stderr.startswith("mailtoken: work: temporary failure")
+    assert signed_in.run("token", "work").stdout == token
+
+
+def test_refresh_and_parallel_token_calls_make_one_grant(signed_in: Env, fake: FakeEntra) -> None:
+    _make_stale(signed_in)
+    procs = [signed_in.popen("refresh", "work")] + [signed_in.popen("token", "work") for _ in range(4)]
+    outs = [p.communicate(timeout=60) for p in procs]
+    assert [p.returncode for p in procs] == [0] * 5, outs
+    assert len({out for out, _ in outs[1:]}) == 1
+    assert fake.counts["refresh_token"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "text"),
+    [
+        (["refresh", "work", "--all"], errors.EX_USAGE, "not both"),
+        (["refresh", "--min-validity", "soon"], errors.EX_USAGE, "not a duration"),
+        (["refresh", "nosuch"], errors.EX_CONFIG, "no account 'nosuch'"),
+    ],
+)
+def test_usage_and_config_errors(env: Env, args: list[str], code: int, text: str) -> None:
+    env.add_account(authority="https://login.example.test/organizations")
+    result = env.run(*args)
+    assert result.returncode == code
+    assert text in result.stderr and result.stdout == ""
+
+
+def test_exit_code_is_the_most_severe_failure(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    failures = {
+        "a": errors.TemporaryFailure("down", account="a"),
+        "b": errors.SignInRequired("revoked", account="b"),
+        "c": None,
+    }
+
+    def fake_refresh(acct: Account, *_args) -> refresh.Outcome:
+        return refresh.Outcome(acct.name, failures[acct.name] is None, None, failures[acct.name])
+
+    monkeypatch.setattr(refresh, "refresh_account", fake_refresh)
+    accounts = [Account(name=n, email=f"{n}@contoso.com", client_id="x") for n in failures]
+    assert refresh.run(accounts, "/nonexistent", 60, 5) == errors.EX_NOPERM
+    assert capsys.readouterr().err.splitlines() == ["mailtoken: a: down", "mailtoken: b: revoked"]
+    failures.update(b=None)
+    assert refresh.run(accounts, "/nonexistent", 60, 5) == errors.EX_TEMPFAIL
+    failures.update(a=None)
+    assert refresh.run(accounts, "/nonexistent", 60, 5) == errors.EX_OK
+
+
+# --- the systemd user timer --------------------------------------------------------------------------------
+
+
+def test_contrib_units_are_what_the_install_command_writes() -> None:
+    rendered = systemd.render(systemd.CONTRIB_EXEC)
+    for name, text in rendered.items():
+        assert (ROOT / "contrib" / "systemd" / name).read_text() == text, f"contrib/systemd/{name} drifted"
+
+
+def _fake_systemctl(env: Env, exit_code: int = 0) -> Path:
+    bin_dir = env.root / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    log = env.root / "systemctl.log"
+    script = bin_dir / "systemctl"
+    script.write_text(f'#!/bin/sh\necho "$*" >> {log}\necho "Failed to connect to bus" >&2\nexit {exit_code}\n')
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    env.vars["PATH"] = f"{bin_dir}:{env.vars['PATH']}"
+    return log
+
+
+def test_systemd_install_writes_valid_units_and_enables_the_timer(env: Env) -> None:
+    log = _fake_systemctl(env)
+    env.vars["MAILTOKEN_CONFIG"] = str(env.root / "my config%.toml")
+    result = env.run("systemd", "install")
+    assert result.returncode == 0, result.stderr
+    units = env.home / ".config" / "systemd" / "user"
+    service = (units / systemd.SERVICE_NAME).read_text()
+    assert f"ExecStart={MAILTOKEN} refresh --all\n" in service
+    assert f'Environment="MAILTOKEN_CONFIG={env.root}/my config%%.toml"\n' in service
+    assert (units / systemd.TIMER_NAME).read_text() == systemd.TIMER
+    assert log.read_text().splitlines() == ["--user daemon-reload", "--user enable --now mailtoken-refresh.timer"]
+    require("systemd-analyze")
+    check = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *(str(units / n) for n in systemd.render("x"))],
+        capture_output=True,
+        text=True,
+    )
+    assert (check.returncode, check.stdout + check.stderr) == (0, "")
+
+    removed = env.run("systemd", "uninstall")
+    assert removed.returncode == 0, removed.stderr
+    assert not list(units.iterdir())
+    assert log.read_text().splitlines()[2:] == ["--user disable --now mailtoken-refresh.timer", "--user daemon-reload"]
+
+
+def test_systemd_install_without_a_user_manager_says_what_to_run(env: Env) -> None:
+    _fake_systemctl(env, exit_code=1)
+    result = env.run("systemd", "install")
+    assert result.returncode == errors.EX_UNAVAILABLE
+    assert "Failed to connect to bus" in result.stderr
+    assert "systemctl --user enable --now mailtoken-refresh.timer" in result.stderr
+    assert (env.home / ".config" / "systemd" / "user" / systemd.SERVICE_NAME).exists()
+    only_files = env.run("systemd", "install", "--no-enable")
+    assert only_files.returncode == 0 and "next: systemctl --user daemon-reload" in only_files.stderr
