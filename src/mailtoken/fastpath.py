@@ -43,7 +43,8 @@ def _parse(argv: list[str]) -> dict[str, str] | None:
     return opts
 
 
-def _fresh_record(account: str) -> record.Record | None:
+def fresh_record(account: str) -> record.Record | None:
+    """The account's record if it may be served now: fresh, and made under the config file as it is."""
     try:
         rec = record.read(record.path_for(locations.record_dir(), account))
     except OSError:
@@ -100,13 +101,13 @@ def serve(argv: list[str]) -> bool:
     opts = _parse(argv)
     if opts is None:
         return False
-    rec = _fresh_record(opts["account"])
+    rec = fresh_record(opts["account"])
     if rec is None:
         # Stale: claim the refresh for this process, or wait for the one refreshing right now rather than start
         # the full CLI; in a storm of parallel callers that saves each of them ~0.2 s of CPU.
         if _claim_or_wait(opts["account"], float(opts.get("timeout", DEFAULT_WAIT))) != "waited":
             return False
-        rec = _fresh_record(opts["account"])
+        rec = fresh_record(opts["account"])
         if rec is None:
             return False
     command = opts["command"]

@@ -33,19 +33,12 @@ DEFAULT_TIMEOUT = 30.0
 
 def _cached(account: str) -> str | None:
     """The cached token if still fresh (what `mailtoken token` serves without any import beyond the stdlib)."""
-    import time
-
-    from mailtoken import locations, record
+    from mailtoken import fastpath, locations
 
     if not locations.xdg_supported() or not locations.valid_account_name(account):
         return None
-    try:
-        rec = record.read(record.path_for(locations.record_dir(), account))
-    except OSError:
-        return None
-    if rec is None or not rec.fresh(time.time(), record.config_stamp(locations.config_path())):
-        return None
-    return rec.token
+    rec = fastpath.fresh_record(account)
+    return None if rec is None else rec.token
 
 
 def _in_process(account: str, timeout: float) -> str:
