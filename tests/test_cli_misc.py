@@ -122,3 +122,24 @@ def test_broken_pipe_is_quiet(signed_in: Env) -> None:
         timeout=30,
     )
     assert "Traceback" not in proc.stderr
+
+
+def test_unexpected_failure_is_one_line_exit_70_without_secrets(signed_in: Env, fake: FakeEntra) -> None:
+    """An identity platform answering 200 without an access token is nothing we planned for: exit 70, one
+    line, and with -v the stack frames but never the exception's text (it could carry a token)."""
+    old = signed_in.run("token", "work").stdout.strip()
+    (signed_in.record_dir / "work.token").unlink()
+    fake.inject("status", status=200, body='{"token_type": "Bearer", "expires_in": 3600, "scope": "x"}')
+    out = signed_in.run("token", "work")
+    assert out.returncode == 70, out.stderr
+    assert out.stdout == ""
+    assert out.stderr.startswith("mailtoken: internal error (") and "rerun with -v" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    fake.inject("status", status=200, body='{"token_type": "Bearer", "expires_in": 3600, "scope": "x"}')
+    verbose = signed_in.run("-v", "token", "work")
+    assert verbose.returncode == 70
+    assert 'File "' in verbose.stderr, "-v shows where it failed"
+    assert old not in verbose.stderr
+    # The grant survived: the next call works without a login.
+    again = signed_in.run("token", "work")
+    assert again.returncode == 0, again.stderr
