@@ -36,6 +36,7 @@ from tests.fakes.entra import FakeEntra
 
 WORKERS = 3
 KILL_TARGET = 105  # kills that land while mailtoken runs (some attempts finish before their kill)
+KILLS_REQUIRED = 100  # the bound; the target leaves a margin for attempts whose kill came too late
 MAX_ATTEMPTS_PER_WORKER = 60
 TALLY_LOCK = threading.Lock()
 PRE_DELAY = 0.15
@@ -316,7 +317,7 @@ def test_kill_minus_9_at_random_points(tmp_path: Path, fake: FakeEntra) -> None:
         process_after_rotation_ms=[round(w.tail * 1000) for w in workers],
     )
     print(f"\ncrash figures: {FIGURES}")
-    assert kills >= KILL_TARGET, f"only {kills} kills landed while mailtoken was running"
+    assert kills >= KILLS_REQUIRED, f"only {kills} kills landed while mailtoken was running"
     # Every phase was hit, so the figures mean something.
     for phase in ("before the request", "waiting for the answer (before rotation)"):
         assert phases[phase] > 0, f"no kill landed {phase}: {dict(phases)}"
