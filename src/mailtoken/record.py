@@ -145,7 +145,3 @@ def read(path: str) -> Record | None:
 
 def write(path: str, rec: Record) -> None:
     fsutil.atomic_write(path, dump(rec))
-
-
-def now() -> float:
-    return time.time()

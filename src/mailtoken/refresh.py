@@ -13,7 +13,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
-from . import errors, lock, notify, record, tokens, ui
+from . import errors, notify, tokens, ui
 from .config import Account
 from .deadline import Deadline
 from .errors import MailtokenError, SignInRequired
@@ -37,33 +37,19 @@ class Outcome:
         return errors.EX_OK if self.error is None else errors.exit_code_for(self.error)
 
 
-def needs_refresh(rec: record.Record | None, now: float, stamp: str, min_validity: float) -> bool:
-    return rec is None or not rec.fresh(now, stamp) or rec.expires - now < min_validity
-
-
 def refresh_account(acct: Account, config_path: str, min_validity: float, timeout: float) -> Outcome:
     """Refresh one account if its token expires within `min_validity` seconds; errors come back in the Outcome."""
     deadline = Deadline(timeout)
     try:
+        before = tokens.read_record(acct.name)
         with deadline.enforced(acct.name):
-            stamp = record.config_stamp(config_path)
-            rec = tokens.read_record(acct.name)
-            if not needs_refresh(rec, time.time(), stamp, min_validity):
-                return Outcome(acct.name, False, rec.expires if rec else None)
-            with lock.account_lock(acct.name, deadline.remaining()):
-                rec = tokens.read_record(acct.name)
-                if not needs_refresh(rec, time.time(), stamp, min_validity):
-                    ui.debug(f"{acct.name}: another process refreshed the token while we waited")
-                    return Outcome(acct.name, False, rec.expires if rec else None)
-                # No old record: a timer must report a failed refresh, not fall back to the cached token.
-                new = tokens._refresh(acct, None, stamp, deadline)
+            # serve_stale=False: a timer must report a failed refresh, not fall back to the cached token.
+            rec = tokens.get(acct, config_path, deadline, min_validity=min_validity, serve_stale=False)
     except MailtokenError as exc:
-        if exc.account is None:
-            exc.account = acct.name
         return Outcome(acct.name, False, None, exc)
     except Exception as exc:  # one broken account must not stop the others being refreshed
         return Outcome(acct.name, False, None, exc)
-    return Outcome(acct.name, True, new.expires)
+    return Outcome(acct.name, rec != before, rec.expires)
 
 
 def run(accounts: list[Account], config_path: str, min_validity: float, timeout: float) -> int:

@@ -59,27 +59,39 @@ def read_record(account: str) -> record.Record | None:
         return None
 
 
-def get(acct: Account, config_path: str, deadline: Deadline) -> record.Record:
+def get(
+    acct: Account, config_path: str, deadline: Deadline, *, min_validity: float = 0, serve_stale: bool = True
+) -> record.Record:
+    """A fresh token for the account: the record's, or one single-flight refresh.
+
+    `min_validity` also refreshes a fresh token that expires within that many seconds (timers); with
+    `serve_stale` False a temporary failure is reported even while the old token is still usable.
+    """
     try:
-        return _get(acct, config_path, deadline)
+        return _get(acct, config_path, deadline, min_validity, serve_stale)
     except MailtokenError as exc:
         if exc.account is None:  # a store's error names no account; the line on stderr must
             exc.account = acct.name
         raise
 
 
-def _get(acct: Account, config_path: str, deadline: Deadline) -> record.Record:
+def _fresh_enough(rec: record.Record, stamp: str, min_validity: float) -> bool:
+    now = time.time()
+    return rec.fresh(now, stamp) and rec.expires - now >= min_validity
+
+
+def _get(acct: Account, config_path: str, deadline: Deadline, min_validity: float, serve_stale: bool) -> record.Record:
     stamp = record.config_stamp(config_path)
     rec = read_record(acct.name)
-    if rec and rec.fresh(time.time(), stamp):
+    if rec is not None and _fresh_enough(rec, stamp, min_validity):
         ui.debug(f"{acct.name}: cached access token valid until {time.ctime(rec.expires)}")
         return rec
     with lock.account_lock(acct.name, deadline.remaining()):
         rec = read_record(acct.name)
-        if rec and rec.fresh(time.time(), stamp):
+        if rec is not None and _fresh_enough(rec, stamp, min_validity):
             ui.debug(f"{acct.name}: another process refreshed the token while we waited")
             return rec
-        return _refresh(acct, rec, stamp, deadline)
+        return _refresh(acct, rec if serve_stale else None, stamp, deadline)
 
 
 def rejected_path(account: str) -> str:
