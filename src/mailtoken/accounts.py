@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import config, fsutil, providers, tokens
+from . import config, fsutil, providers, state, tokens
 from . import store as stores
 from .errors import MailtokenError, UsageError
 
@@ -70,32 +70,32 @@ def _status_of(acct: config.Account) -> Status:
     except MailtokenError:
         rec = None
     expires = rec.expires if rec else None
-    if providers.app_only(acct):
+    if providers.engine_for(acct).grantless:
         from .providers import credentials
 
         # Nobody signs in: the app's own credential gets each token.
         return Status(acct.name, acct.email, "app-only", expires, credentials.source(acct))
     try:
-        state = stores.recall(acct.name)
+        remembered = stores.recall(acct.name)
     except MailtokenError as exc:
         return Status(acct.name, acct.email, "unknown", expires, f"unavailable: {exc.message}")
-    if state is None:
+    if remembered is None:
         return Status(acct.name, acct.email, "no", expires, f"({acct.store})")
-    store = stores.by_name(state["store"])
+    store = stores.by_name(remembered["store"])
     try:
         store.check()
-        present = store.load(acct.name) is not None or os.path.exists(tokens.rescue_path(acct.name))
+        present = store.load(acct.name) is not None or os.path.exists(state.files(acct.name).rescue)
     except MailtokenError as exc:
         return Status(
             acct.name,
             acct.email,
             "unknown",
             expires,
-            f"{state['store']} (unavailable: {exc.message})",
-            state.get("username", ""),
+            f"{remembered['store']} (unavailable: {exc.message})",
+            remembered.get("username", ""),
         )
     signed_in = "yes" if present else "no (grant missing)"
-    if present and os.path.exists(tokens.rejected_path(acct.name)):
+    if present and os.path.exists(state.files(acct.name).rejected):
         signed_in = "no (grant rejected: sign in again)"
     return Status(
         acct.name,
@@ -103,7 +103,7 @@ def _status_of(acct: config.Account) -> Status:
         signed_in,
         expires,
         store.describe(),
-        state.get("username", ""),
+        remembered.get("username", ""),
     )
 
 

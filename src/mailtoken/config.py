@@ -88,16 +88,55 @@ class Account:
     pop: str | None = None
     smtp: str | None = None
 
+    def fingerprint(self) -> str:
+        """A digest of the settings a token depends on: while it stays the same, an edit of the config file
+        (a comment, another account) leaves this account's cached token servable (tokens.py)."""
+        import hashlib
+
+        values = [(key, getattr(self, key)) for key in FINGERPRINT_KEYS]
+        # The secret itself never goes into the record, only whether it changed.
+        values.append(("client_secret", hashlib.sha256((self.client_secret or "").encode()).hexdigest()))
+        return hashlib.sha256(repr(values).encode("utf-8")).hexdigest()[:32]
+
+
+# What a token depends on: changing one of these makes the account's cached token stale (tokens.py).
+FINGERPRINT_KEYS = (
+    "provider",
+    "email",
+    "client_id",
+    "tenant",
+    "authority",
+    "cloud",
+    "store",
+    "flow",
+    "client_secret_cmd",
+    "certificate",
+    "thumbprint",
+    "scopes",
+    "issuer",
+    "authorization_endpoint",
+    "token_endpoint",
+    "device_authorization_endpoint",
+)
+
 
 @dataclass(frozen=True)
 class Config:
     path: str
     accounts: dict[str, Account] = field(default_factory=dict)
+    # Accounts whose own table is wrong: each fails alone (its calls exit 78), the others keep working.
+    broken: dict[str, ConfigError] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        """Every account in the file, usable or broken, sorted."""
+        return sorted({*self.accounts, *self.broken})
 
     def account(self, name: str) -> Account:
         if name in self.accounts:
             return self.accounts[name]
-        known = ", ".join(sorted(self.accounts)) or "none"
+        if name in self.broken:
+            raise self.broken[name]
+        known = ", ".join(self.names()) or "none"
         hint = _suggest(name, self.accounts)
         raise ConfigError(
             f"no account '{name}' in {self.path}{hint} (accounts: {known}): add it with 'mailtoken add {name}'"
@@ -138,10 +177,14 @@ def parse(text: str, path: str) -> Config:
     if not isinstance(tables, dict):
         raise ConfigError(f"{path}: 'accounts' must be a table, like [accounts.work]")
     defaults = validate_defaults(data.get("defaults", {}), path)
-    accounts = {}
+    accounts, broken = {}, {}
     for name, table in tables.items():
-        accounts[name] = validate_account(name, table, path, providers.catalog(), defaults)
-    return Config(path=path, accounts=accounts)
+        try:
+            accounts[name] = validate_account(name, table, path, providers.catalog(), defaults)
+        except ConfigError as exc:
+            # One account's mistake must not stop the others' mail: only its own calls fail.
+            broken[name] = exc
+    return Config(path=path, accounts=accounts, broken=broken)
 
 
 def parse_duration(value: object) -> int:

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 
-from . import fsutil, paths, ui
+from . import fsutil, state, ui
 from .config import Account
 
 NOTIFY_TIMEOUT = 5.0
@@ -27,7 +27,7 @@ except ImportError:  # pragma: no cover - Windows: no flock, the interval alone 
 
 
 def stamp_path(account: str) -> str:
-    return os.path.join(paths.state_dir(), "notify", account + ".last")
+    return state.files(account).notice
 
 
 def signin_required(acct: Account, message: str) -> bool:
