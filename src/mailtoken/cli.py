@@ -360,7 +360,7 @@ def main(argv: list[str]) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("mailtoken: interrupted", file=sys.stderr)
-        return 130
+        return errors.EX_INTERRUPTED
     except Exception as exc:  # the one top-level catch: one line, never the exception's text (it may hold a token)
         if ui.verbose:
             # Frames only: an exception's message can carry a secret.

@@ -160,8 +160,13 @@ def _where(path: str, account: str | None, key: str | None) -> str:
     return where
 
 
-def parse(text: str, path: str) -> Config:
-    """Validate a config's text. Pure: no I/O, so it is easy to test and to fuzz."""
+def parse(text: str, path: str, *, isolate: bool = False) -> Config:
+    """Validate a config's text. Pure: no I/O, so it is easy to test and to fuzz.
+
+    A file-level problem (TOML syntax, an unknown top-level key, [defaults]) always raises. A problem in one
+    account's table raises too, unless `isolate`: then that account lands in `Config.broken` and only its
+    own calls fail (what every command does through `load`).
+    """
     from . import providers  # the catalog is data shipped with the package
 
     try:
@@ -182,6 +187,8 @@ def parse(text: str, path: str) -> Config:
         try:
             accounts[name] = validate_account(name, table, path, providers.catalog(), defaults)
         except ConfigError as exc:
+            if not isolate:
+                raise
             # One account's mistake must not stop the others' mail: only its own calls fail.
             broken[name] = exc
     return Config(path=path, accounts=accounts, broken=broken)
@@ -349,7 +356,7 @@ def read_text(path: str) -> str:
 
 def load(path: str | None = None) -> Config:
     path = path or default_path()
-    return parse(read_text(path), path)
+    return parse(read_text(path), path, isolate=True)
 
 
 def default_path() -> str:

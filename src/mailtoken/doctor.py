@@ -34,9 +34,6 @@ IMPLICIT_TLS_PORTS = frozenset({993, 995, 465})
 # The delegated permission each protocol needs in the token (Exchange Online).
 MAX_REPLY = 240
 
-# How a failed check ends the command (the worst one wins): refused > misconfigured > unreachable.
-EXIT_PRIORITY = (errors.EX_NOPERM, errors.EX_CONFIG, errors.EX_TEMPFAIL)
-
 
 @dataclass(frozen=True)
 class Server:
@@ -338,8 +335,7 @@ def run(
         names = ", ".join(LABEL[r.server.protocol] for r in failed)
         # stderr too: the report may be going to a file or a pipe.
         print(f"mailtoken: {acct.name}: {names} failed (see the lines above)", file=sys.stderr, flush=True)
-    codes = {r.exit_code for r in failed}
-    return next((code for code in EXIT_PRIORITY if code in codes), errors.EX_OK)
+    return errors.most_severe({r.exit_code for r in failed})
 
 
 def run_cli(acct: Account, config_path: str, args) -> int:

@@ -20,10 +20,6 @@ from .errors import MailtokenError, SignInRequired
 
 DEFAULT_MIN_VALIDITY = 30 * 60
 
-# When accounts fail differently, the exit code is the first of these that occurred: what needs a human
-# (a broken installation, the config, the store, a sign-in) outranks what the next run fixes by itself.
-SEVERITY = (errors.EX_SOFTWARE, errors.EX_CONFIG, errors.EX_UNAVAILABLE, errors.EX_NOPERM, errors.EX_TEMPFAIL)
-
 
 @dataclass
 class Outcome:
@@ -68,8 +64,7 @@ def run(accounts: list[Account], config_path: str, min_validity: float, timeout:
                 notify.signin_required(acct, outcome.error.message)
             except Exception as exc:  # a failed notice must not hide the refresh result
                 ui.debug(f"{acct.name}: no notice sent ({type(exc).__name__})")
-    codes = {o.exit_code for o in outcomes} - {errors.EX_OK}
-    return next((code for code in SEVERITY if code in codes), errors.EX_OK)
+    return errors.most_severe({o.exit_code for o in outcomes})
 
 
 def _report(error: BaseException) -> None:
