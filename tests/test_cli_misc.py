@@ -132,7 +132,7 @@ def _break_record_writes(env: Env, tmp_path: Path, text: str) -> None:
     (folder / "sitecustomize.py").write_text(
         "import os\n"
         "if os.environ.get('MAILTOKEN_TEST_BREAK'):\n"
-        "    import mailtoken.record as r\n"
+        "    import mailtoken.fast.record as r\n"
         "    def write(*args, **kwargs):\n"
         "        raise RuntimeError(os.environ['MAILTOKEN_TEST_BREAK'])\n"
         "    r.write = write\n"

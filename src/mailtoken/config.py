@@ -9,8 +9,8 @@ import difflib
 import sys
 from dataclasses import dataclass, field
 
-from . import locations
 from .errors import ConfigError
+from .fast import locations
 
 if sys.version_info >= (3, 11):
     import tomllib

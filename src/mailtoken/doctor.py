@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import errors, sasl
+from . import errors
 from .config import Account
 from .diagnosis import LABEL, Claims, diagnose
+from .fast import sasl
 
 PROTOCOLS = ("imap", "pop", "smtp")
 # scheme -> implicit TLS?  Plain schemes mean STARTTLS: a bearer token never crosses the wire in clear text.
@@ -336,14 +337,3 @@ def run(
         # stderr too: the report may be going to a file or a pipe.
         print(f"mailtoken: {acct.name}: {names} failed (see the lines above)", file=sys.stderr, flush=True)
     return errors.most_severe({r.exit_code for r in failed})
-
-
-def run_cli(acct: Account, config_path: str, args) -> int:
-    def emit(line: str) -> None:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-
-    wanted = {p: getattr(args, p) for p in PROTOCOLS}
-    return run(
-        acct, config_path, wanted, host=args.host, user=args.user, cafile=args.cafile, timeout=args.timeout, emit=emit
-    )

@@ -10,13 +10,14 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import fastpath, fsutil, state
+from . import state
 from .errors import TemporaryFailure
+from .fast import cached, fsutil
 
 
 @contextmanager
 def account_lock(account: str, timeout: float) -> Iterator[None]:
-    claimed = fastpath.CLAIMED.pop(account, None)
+    claimed = cached.take_claim(account)
     if claimed is not None:
         # The cached path already holds this account's flock for us (same lock file, same process).
         try:

@@ -14,8 +14,9 @@ import signal
 import subprocess
 import time
 
-from . import fsutil, state, ui
+from . import state, ui
 from .config import Account
+from .fast import fsutil
 
 NOTIFY_TIMEOUT = 5.0
 PLACEHOLDERS = ("{account}", "{email}", "{message}")

@@ -7,9 +7,9 @@
 | STATE/grants/ACCOUNT.rescue.json  | a rotated grant its store refused, until it takes it   | tokens.py        |
 | STATE/accounts/ACCOUNT.json       | which store holds the grant, who signed in, when       | store/__init__   |
 | STATE/accounts/ACCOUNT.rejected   | the identity platform's verdict on the stored grant    | tokens.py        |
-| STATE/pending/ACCOUNT.json        | a device-code sign-in `login --no-wait` started        | devicecode.py    |
+| STATE/pending/ACCOUNT.json        | a device-code sign-in `login --no-wait` started        | signin/device.py |
 | STATE/notify/ACCOUNT.last         | when notify_cmd last ran for the account               | notify.py        |
-| STATE/locks/ACCOUNT.lock          | the refresh lock (flock; fastpath waits on it too)     | lock.py          |
+| STATE/locks/ACCOUNT.lock          | the refresh lock (flock; the cached path waits on it)     | lock.py          |
 
 RECORDS is the runtime folder where there is one (locations.py, stdlib: the cached path reads it), else
 STATE/run. `forget()` removes them all, so `logout` leaves nothing of the account behind.
@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import os
 
-from . import fsutil, locations, paths, record
+from . import paths
+from .fast import fsutil, locations, record
 
 
 class AccountFiles:

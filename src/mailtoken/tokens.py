@@ -37,11 +37,12 @@ import json
 import math
 import time
 
-from . import fsutil, lock, providers, record, state, ui
+from . import lock, providers, state, ui
 from . import store as stores
 from .config import Account
 from .deadline import Deadline, critical, release
 from .errors import MailtokenError, SignInRequired, StoreUnavailable, TemporaryFailure
+from .fast import fsutil, record
 from .providers.base import Grant, RotatedGrant
 
 # Upper bound for one HTTP exchange; the command's deadline may cut it shorter.

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from typing import Protocol
 
-from .. import fsutil
 from ..config import Account
 from ..errors import SignInRequired, StoreUnavailable
+from ..fast import fsutil
 from ..state import files as account_files
 
 

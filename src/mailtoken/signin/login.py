@@ -11,11 +11,12 @@ import time
 import urllib.parse
 from typing import Any
 
-from . import devicecode, providers, state, tokens, ui
-from . import store as stores
-from .config import Account
-from .errors import SignInRequired, UsageError
-from .providers.base import Engine, Grant
+from .. import providers, state, tokens, ui
+from .. import store as stores
+from ..config import Account
+from ..errors import SignInRequired, UsageError
+from ..providers.base import Engine, Grant
+from . import device
 
 LOGIN_TIMEOUT = 600.0
 
@@ -70,22 +71,22 @@ def _device(acct: Account, engine: Engine, net_timeout: float, timeout: float | 
     info = flow.info
     url = info.get("verification_uri") or info.get("verification_url")
     ui.say(f"{acct.name}: to sign in as {acct.email}, open {url} and enter the code {info['user_code']}")
-    devicecode.show(info["user_code"], acct.copy_code)
+    device.show(info["user_code"], acct.copy_code)
     return _wait(acct, info, timeout, lambda waiting: engine.finish_device_flow(acct, flow, waiting))
 
 
 def _resume(acct: Account, engine: Engine, net_timeout: float, timeout: float | None) -> Grant:
     """Finish the sign-in `login --no-wait` started; keep it for another --resume while its code is valid."""
-    flow = devicecode.load_pending(acct)
+    flow = device.load_pending(acct)
     code_expires = float(flow["expires_at"])
     ui.say(f"{acct.name}: waiting for the sign-in with the code {flow['user_code']}")
     try:
         grant = _wait(acct, flow, timeout, lambda waiting: engine.resume_device_flow(acct, flow, waiting, net_timeout))
     except Exception:
         if time.time() >= code_expires:
-            devicecode.drop_pending(acct.name)
+            device.drop_pending(acct.name)
         raise
-    devicecode.drop_pending(acct.name)
+    device.drop_pending(acct.name)
     return grant
 
 
@@ -164,7 +165,7 @@ def _default_method(acct: Account) -> str:
 
 
 def _interactive(acct: Account, engine: Engine, method: str, net_timeout: float, timeout: float) -> Grant:
-    from .providers.base import ConsentNeeded
+    from ..providers.base import ConsentNeeded
 
     run = _browser if method == "browser" else _paste
     try:
@@ -204,7 +205,7 @@ class _V6Server(http.server.HTTPServer):
 def _loopback(acct: Account) -> tuple[str, int, str | None]:
     """Host and port to receive the browser's redirect on, and the fixed redirect URI if the account has one
     (a fixed port is what `ssh -L PORT:127.0.0.1:PORT` needs); else the provider's host on a free port."""
-    from .providers.base import is_loopback_http
+    from ..providers.base import is_loopback_http
 
     uri = acct.redirect_uri
     if uri is None:
@@ -271,7 +272,7 @@ def logout(acct: Account) -> list[str]:
             if remembered and remembered.get("store") == name:
                 raise
     if providers.engine_for(acct).grantless and not acct.client_secret_cmd and not acct.certificate:
-        from .providers import credentials
+        from ..providers import credentials
 
         if credentials.forget_secret(acct):  # what `login` stored for this app-only account
             removed.append("the app's client secret in the keyring")

@@ -11,10 +11,11 @@ import sys
 import time
 from typing import Any
 
-from . import fsutil, providers, state, tokens, ui
-from . import store as stores
-from .config import Account
-from .errors import SignInRequired, UsageError
+from .. import providers, state, tokens, ui
+from .. import store as stores
+from ..config import Account
+from ..errors import SignInRequired, UsageError
+from ..fast import fsutil
 
 # A 5-row block font for the characters device codes use (Entra: A-Z and 0-9). Zero is slashed so it
 # cannot be read as O; one has a foot so it cannot be read as I.

@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 import time
 
-from . import tokens, ui
-from .config import Account
-from .errors import UsageError
-from .providers import credentials, microsoft_app
+from .. import tokens, ui
+from ..config import Account
+from ..errors import UsageError
+from ..providers import credentials, microsoft_app
 
 
 def login(acct: Account, config_path: str) -> str:
