@@ -153,7 +153,7 @@ def load_pending(acct: Account) -> dict[str, Any]:
             f"the code from 'login --no-wait' expired: run 'mailtoken login {acct.name} --no-wait' again",
             account=acct.name,
         )
-    return flow
+    return dict(flow)
 
 
 def drop_pending(account: str) -> None:

@@ -9,13 +9,14 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from .. import providers, state, tokens, ui
 from .. import store as stores
 from ..config import Account
 from ..errors import SignInRequired, UsageError
-from ..providers.base import Engine, Grant
+from ..providers.base import Engine, ExitCondition, Grant
 from . import device
 
 LOGIN_TIMEOUT = 600.0
@@ -90,7 +91,9 @@ def _resume(acct: Account, engine: Engine, net_timeout: float, timeout: float | 
     return grant
 
 
-def _wait(acct: Account, flow: dict[str, Any], timeout: float | None, finish: Any) -> Any:
+def _wait(
+    acct: Account, flow: dict[str, Any], timeout: float | None, finish: Callable[[ExitCondition], Grant]
+) -> Grant:
     expires_at = float(flow.get("expires_at") or time.time() + int(flow.get("expires_in", 900)))
     if timeout:
         expires_at = min(expires_at, time.time() + timeout)
@@ -221,7 +224,7 @@ def _loopback(acct: Account) -> tuple[str, int, str | None]:
 
 
 def _browser(acct: Account, engine: Engine, net_timeout: float, timeout: float, **flow_kw: Any) -> Grant:
-    handler = type("Receiver", (_Receiver,), {"result": None})
+    handler: type[_Receiver] = type("Receiver", (_Receiver,), {"result": None})
     host, port, fixed = _loopback(acct)
     try:
         v6 = host == "::1"
