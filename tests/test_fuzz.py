@@ -9,6 +9,7 @@ an internal error (70). Account names cannot lead a path out of mailtoken's fold
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import shutil
 import stat
@@ -23,8 +24,10 @@ import tomlkit
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mailtoken import config, errors, locations
+from mailtoken import config, errors, fastpath, locations
 from tests.conftest import CLIENT_ID, IN_CI, MAILTOKEN, Env
+from tests.fakes.entra import FakeEntra
+from tests.flows import make_stale
 
 RUNS: Counter[str] = Counter()
 PATH = "/home/u/.config/mailtoken/config.toml"
@@ -201,6 +204,47 @@ def test_a_valid_account_name_stays_inside_its_folder(name: str) -> None:
         path = os.path.join(folder, name + suffix)
         assert os.path.dirname(os.path.normpath(path)) == folder
         assert os.path.basename(path) == name + suffix and not name.startswith(".")
+
+
+# --- option values: both parsers, one rule (issue 11, point 10) ------------------------------------------------
+
+ODD_NUMBERS = ["²", "¹⁰", "١", "inf", "-inf", "nan", "1e309", "1_0", " 5", "0", "-1", "1e999", "99999999999999999999"]
+number_text = st.one_of(st.sampled_from(ODD_NUMBERS), st.text(max_size=12), st.floats().map(repr))
+
+
+@PURE
+@given(st.sampled_from(["token", "xoauth2", "oauthbearer"]), st.sampled_from(["--timeout", "--port"]), number_text)
+@example("token", "--timeout", "²")
+@example("oauthbearer", "--port", "²")
+def test_the_cached_path_takes_only_option_values_it_can_use(verb: str, option: str, value: str) -> None:
+    """What fastpath._parse accepts must convert: a crash there is a traceback on the cached path."""
+    RUNS["cached-path option values"] += 1
+    opts = fastpath._parse([verb, "work", option, value])
+    if opts is None or option[2:] not in opts:
+        return
+    if option == "--timeout":
+        assert math.isfinite(float(opts["timeout"])) and 0 < float(opts["timeout"]) <= 86400
+    else:
+        assert 0 < int(opts["port"]) < 65536
+
+
+def test_odd_numbers_in_options_are_usage_errors(signed_in: Env, fake: FakeEntra) -> None:
+    """`--timeout ²` was a traceback (exit 1) and `--timeout inf` an OverflowError (70): both parsers say 64."""
+    cases = [["token", "work", "--timeout", v] for v in ("²", "inf", "1e309", "nan", "0", "١")]
+    cases += [["xoauth2", "work", "--timeout=inf"], ["oauthbearer", "work", "--port", "²"]]
+    cases += [["oauthbearer", "work", "--port", "99999999999999999999"], ["login", "work", "--timeout", "inf"]]
+    cases += [["refresh", "--timeout", "1e309"], ["test", "work", "--timeout", "inf"]]
+    for record in ("fresh", "stale"):
+        if record == "stale":
+            make_stale(signed_in, "work")
+        for argv in cases:
+            RUNS["odd option values (subprocess)"] += 1
+            result = signed_in.run(*argv, timeout=60)
+            check_failure(result, argv)
+            assert result.returncode == 64, f"{argv} ({record} record): {result.returncode} {result.stderr}"
+            option = "--port" if "--port" in argv else "--timeout"
+            assert result.stderr.startswith(f"mailtoken: argument {option}: "), result.stderr
+    assert fake.counts["refresh_token"] == 0, "a usage error must come before any refresh"
 
 
 # --- through the installed command ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import __version__, errors, ui
+from . import __version__, errors, optvalues, ui
 from .errors import EXIT_CODES, MailtokenError, UsageError
 
 DEFAULT_TIMEOUT = 30.0
@@ -23,6 +23,23 @@ class Context:
     verbose: bool
     config_path: str
     timeout: float
+
+
+def _checked(rule: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type from an optvalues rule: its reason becomes the usage error's text."""
+
+    def convert(text: str) -> object:
+        try:
+            return rule(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = rule.__name__
+    return convert
+
+
+_SECONDS = _checked(optvalues.seconds)
+_PORT = _checked(optvalues.port)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -53,7 +70,7 @@ def _add_secret_options(p: argparse.ArgumentParser, sasl: bool) -> None:
     p.add_argument("account", help="account name from the config")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=_SECONDS,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"give up after this long (default {DEFAULT_TIMEOUT:g})",
@@ -228,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("oauthbearer", "print the SASL OAUTHBEARER (RFC 7628) initial response, base64", _run_oauthbearer)
     _add_secret_options(p, sasl=True)
     p.add_argument("--host", help="server host name to put in the string")
-    p.add_argument("--port", type=int, help="server port to put in the string")
+    p.add_argument("--port", type=_PORT, help="server port to put in the string")
 
     p = verb("login", "sign in (device code by default) and store the grant", _run_login)
     p.add_argument("account")
@@ -251,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timeout",
         dest="login_timeout",
-        type=float,
+        type=_SECONDS,
         default=None,
         metavar="SECONDS",
         help="give up waiting for the sign-in after this long (default: until the code expires)",
@@ -279,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--timeout",
-        type=float,
+        type=_SECONDS,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"give up on an account after this long (default {DEFAULT_TIMEOUT:g})",
@@ -325,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cafile", metavar="PEM", help="trust these CA certificates instead of the system's")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=_SECONDS,
         default=DEFAULT_TIMEOUT,
         metavar="SECONDS",
         help=f"give up on the token, and on each server, after this long (default {DEFAULT_TIMEOUT:g})",

@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from . import locations, record, sasl
+from . import locations, optvalues, record, sasl
 
 _COMMANDS = ("token", "xoauth2", "oauthbearer")
 # How long a caller waits for another process's refresh; the CLI's own --timeout default.
@@ -35,9 +35,10 @@ def _parse(argv: list[str]) -> dict[str, str] | None:
             if not rest:
                 return None
             value = rest.pop(0)
-        if name == "--port" and not value.isdigit():
-            return None
-        if name == "--timeout" and not value.replace(".", "", 1).isdigit():
+        try:
+            # Anything odd is the full CLI's to explain (a usage error), never a crash here.
+            {"--port": optvalues.port, "--timeout": optvalues.seconds}.get(name, str)(value)
+        except ValueError:
             return None
         opts[name[2:]] = value
     return opts
