@@ -248,3 +248,50 @@ def test_the_hot_path_does_not_serve_an_unsafe_record(signed_in: Env) -> None:
     result = signed_in.run("token", "work")
     assert result.returncode == 69 and result.stdout == ""
     assert "readable by others" in result.stderr
+
+
+# --- issue 11, point 9: `add` writes the user's config where the user keeps it -----------------------------
+
+
+def _add(env: Env, name: str, config: Path) -> Any:
+    result = env.run(
+        "add", name, "--email", EMAIL, "--client-id", CLIENT_ID, env={"MAILTOKEN_CONFIG": str(config)}, umask=0
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_add_leaves_the_folders_it_did_not_create_as_they_were(env: Env) -> None:
+    """A config in a dotfiles folder, or straight in $HOME: their modes are the user's business."""
+    dotfiles = env.home / "dotfiles"
+    dotfiles.mkdir()
+    dotfiles.chmod(0o755)
+    env.home.chmod(0o751)
+    _add(env, "work", dotfiles / "mailtoken.toml")
+    _add(env, "home", env.home / "x.toml")
+    assert stat.S_IMODE(dotfiles.stat().st_mode) == 0o755
+    assert stat.S_IMODE(env.home.stat().st_mode) == 0o751
+    for config in (dotfiles / "mailtoken.toml", env.home / "x.toml"):
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    # Folders add creates are private, whatever the umask.
+    _add(env, "new", env.home / "new" / "sub" / "config.toml")
+    for folder in (env.home / "new", env.home / "new" / "sub"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_add_writes_through_a_symlinked_config_to_its_target(env: Env) -> None:
+    dotfiles = env.home / "dotfiles"
+    dotfiles.mkdir()
+    target = dotfiles / "mailtoken.toml"
+    _add(env, "work", target)
+    link = env.home / ".config" / "mailtoken" / "config.toml"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(target)
+    _add(env, "home", link)
+    assert link.is_symlink() and os.readlink(link) == str(target), "the link must stay a link"
+    text = target.read_text()
+    assert "[accounts.work]" in text and "[accounts.home]" in text
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in dotfiles.iterdir()] == ["mailtoken.toml"], "no temp file left behind"
+    status = env.run("status", env={"MAILTOKEN_CONFIG": str(link)})
+    assert status.returncode == 0 and "home" in status.stdout and "work" in status.stdout, status.stderr

@@ -42,7 +42,7 @@ def add(path: str, name: str, values: dict[str, str], interactive: bool) -> conf
     doc["accounts"][name] = item  # type: ignore[index]
     new_text = tomlkit.dumps(doc)
     config.parse(new_text, path)  # never write a file we could not read back
-    fsutil.atomic_write(path, new_text.encode("utf-8"))
+    fsutil.write_users_file(path, new_text.encode("utf-8"))
     return account
 
 
