@@ -295,3 +295,45 @@ def test_add_writes_through_a_symlinked_config_to_its_target(env: Env) -> None:
     assert [p.name for p in dotfiles.iterdir()] == ["mailtoken.toml"], "no temp file left behind"
     status = env.run("status", env={"MAILTOKEN_CONFIG": str(link)})
     assert status.returncode == 0 and "home" in status.stdout and "work" in status.stdout, status.stderr
+
+
+# --- issue 11, point 11: no core dump holds a secret -----------------------------------------------------------
+
+
+def _unlimited_cores() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
+@pytest.mark.parametrize("when", ["refreshing", "signing in"])
+def test_a_crash_leaves_no_core_dump(signed_in: Env, fake: FakeEntra, tmp_path: Path, when: str) -> None:
+    """`ulimit -c unlimited` and a crash while the refresh token is in memory: no core file anywhere."""
+    import signal
+
+    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
+    if pattern.startswith("|") or "/" in pattern:
+        (pytest.fail if IN_CI else pytest.skip)(f"core_pattern {pattern!r}: the test looks for cores in the CWD")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    if when == "refreshing":
+        expire(signed_in)
+        fake.inject("hang", seconds=30, then="close")
+        args, counter = ("token", "work", "--timeout", "60"), "refresh_token"
+    else:
+        args, counter = ("login", "work", "--timeout", "60"), "devicecode"
+    proc = signed_in.popen(*args, cwd=cwd, preexec_fn=_unlimited_cores)
+    try:
+        end = time.monotonic() + 30
+        while fake.counts[counter] == 0 and time.monotonic() < end and proc.poll() is None:
+            time.sleep(0.05)
+        assert fake.counts[counter] == 1, f"mailtoken never got to {when}"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGSEGV)
+        assert proc.wait(30) == -signal.SIGSEGV
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+    cores = [p.name for p in cwd.iterdir()]
+    assert not cores, f"a crash while {when} left {cores}"

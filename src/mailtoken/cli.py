@@ -353,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     ctx: Context | None = None
     args: argparse.Namespace | None = None
+    from . import nodump
+
+    nodump.forbid()  # before any secret is in memory
     try:
         args = build_parser().parse_args(argv)
         ui.verbose = bool(getattr(args, "verbose", False))
