@@ -337,3 +337,62 @@ def test_a_crash_leaves_no_core_dump(signed_in: Env, fake: FakeEntra, tmp_path: 
         proc.communicate(timeout=10)
     cores = [p.name for p in cwd.iterdir()]
     assert not cores, f"a crash while {when} left {cores}"
+
+
+# --- issue 11, point 12: a file the user cannot read is named, with why -------------------------------------
+
+
+@pytest.mark.parametrize("which", ["record", "grant", "account-state", "record-folder"])
+def test_a_file_the_user_cannot_read_is_named_with_the_reason(which: str) -> None:
+    """Mode 0000 on one of mailtoken's files: one line naming the file and why, not a bare [Errno 13].
+
+    root reads any file, so as root the whole world is handed to nobody and mailtoken runs as nobody."""
+    import json
+    import shutil
+    import subprocess
+    import tempfile
+
+    from tests.conftest import MAILTOKEN
+
+    top = Path(tempfile.mkdtemp(prefix="mailtoken-unreadable-"))
+    try:
+        top.chmod(0o755)  # nobody must reach its home inside
+        env = Env(top)
+        env.add_account(authority="https://127.0.0.1:9/organizations")  # never asked: the read fails first
+        files = {
+            "record": env.record_dir / "work.token",
+            "grant": env.state_dir / "grants" / "work.json",
+            "account-state": env.state_dir / "accounts" / "work.json",
+        }
+        for path in files.values():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        files["account-state"].write_text(json.dumps({"store": "file", "username": EMAIL}))
+        files["grant"].write_text("{}")
+        if which.startswith("record"):
+            files["record"].write_text("mailtoken-record 1\n")
+        target = files[which.removesuffix("-folder")]
+        for path in files.values():
+            if path.exists():
+                path.chmod(0o600)
+        (target.parent if which.endswith("-folder") else target).chmod(0)
+        command = [MAILTOKEN, "token", "work"]
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                (pytest.fail if IN_CI else pytest.skip)("setpriv (util-linux) is needed to test as non-root")
+            for path in [env.home, env.runtime, *env.home.rglob("*"), *env.runtime.rglob("*")]:
+                os.chown(path, 65534, 65534, follow_symlinks=False)
+            command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=60, env=env.vars, stdin=subprocess.DEVNULL
+        )
+    finally:
+        for folder in (env.record_dir, env.state_dir / "grants", env.state_dir / "accounts"):
+            if folder.exists():
+                folder.chmod(0o700)  # so that a non-root run can remove it
+        shutil.rmtree(top, ignore_errors=True)
+    if which.endswith("-folder"):
+        _assert_69(result, f"{target} cannot be read (permission denied: a folder above it, like {target.parent}")
+    else:
+        _assert_69(result, f"{target} cannot be read (permission denied: its mode is 0000", f"chmod 600 {target}")
+    assert "[Errno" not in result.stderr

@@ -132,6 +132,8 @@ def read_private(path: str) -> bytes | None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return None
+    except PermissionError:
+        raise PermissionError(f"{path} cannot be read ({_why_denied(path)})") from None
     try:
         st = os.fstat(fd)
         if st.st_uid != os.getuid():
@@ -150,6 +152,23 @@ def read_private(path: str) -> bytes | None:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def _why_denied(path: str) -> str:
+    """Why opening `path` for reading was refused, with what to do: said once, for every file read here."""
+    try:
+        st = os.lstat(path)
+    except PermissionError:
+        folder = os.path.dirname(os.path.abspath(path))
+        return f"permission denied: a folder above it, like {folder}, may not be entered: check their modes"
+    except OSError:
+        return "permission denied"
+    if st.st_uid != os.getuid():
+        return f"permission denied: it is owned by another user (uid {st.st_uid})"
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o400:
+        return f"permission denied although its mode is {mode:04o}: an ACL or a security module refuses it"
+    return f"permission denied: its mode is {mode:04o}: run 'chmod 600 {path}' if you trust its contents, or delete it"
 
 
 def remove(path: str) -> bool:
