@@ -102,7 +102,7 @@ def _status_of(acct: config.Account) -> Status:
         acct.email,
         signed_in,
         expires,
-        store.describe(),
+        store.describe(acct.name),
         state.get("username", ""),
     )
 

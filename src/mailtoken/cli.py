@@ -46,6 +46,16 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        # argparse lists every choice; a typo deserves the one it probably meant.
+        if action.choices is not None and value not in action.choices and isinstance(value, str):
+            import difflib
+
+            close = difflib.get_close_matches(value, [str(c) for c in action.choices], n=1, cutoff=0.6)
+            if close:
+                raise argparse.ArgumentError(action, f"invalid choice: '{value}' (did you mean '{close[0]}'?)")
+        super()._check_value(action, value)
+
 
 def _exit_codes_text() -> str:
     return "exit codes:\n" + "\n".join(f"  {code:<3} {text}" for code, text in EXIT_CODES.items())
@@ -248,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=_PORT, help="server port to put in the string")
 
     p = verb("login", "sign in (device code by default) and store the grant", _run_login)
-    p.add_argument("account")
+    p.add_argument("account", help="account name from the config")
     how = p.add_mutually_exclusive_group()
     how.add_argument(
         "--device", action="store_true", help="device code flow: open a URL anywhere, enter a code (default)"
@@ -303,14 +313,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = verb("systemd", "install or remove a user timer running 'mailtoken refresh --all' every 20 min", _run_systemd)
-    p.add_argument("action", choices=("install", "uninstall"))
+    p.add_argument("action", choices=("install", "uninstall"), help="install (and enable) the timer, or remove it")
     p.add_argument("--no-enable", action="store_true", help="only write the unit files; do not run systemctl --user")
 
     p = verb("logout", "remove every stored token of the account", _run_logout)
-    p.add_argument("account")
+    p.add_argument("account", help="account name from the config")
 
     p = verb("add", "add an account to the config (asks for what is missing on a terminal)", _run_add)
-    p.add_argument("account")
+    p.add_argument("account", help="name for the new account: letters, digits, . _ @ + - (like work)")
     p.add_argument("--email")
     p.add_argument("--client-id", dest="client_id")
     p.add_argument("--tenant", help="common (default), organizations, consumers, a domain or a GUID")
@@ -319,15 +329,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", choices=("auto", "keyring", "file"))
 
     p = verb("status", "show accounts, sign-in state, token expiry and store (never a secret)", _run_status)
-    p.add_argument("accounts", nargs="*", metavar="ACCOUNT")
+    p.add_argument("accounts", nargs="*", metavar="ACCOUNT", help="accounts to show (default: all)")
     p.add_argument("--json", action="store_true", help="machine-readable output (format_version 1)")
 
     p = verb("config", "print a ready config block for a mail client and this account", _run_config)
     p.add_argument("client", help="msmtp, mbsync, neomutt, mutt, offlineimap3, getmail6, aerc or curl")
-    p.add_argument("account")
+    p.add_argument("account", help="account name from the config")
 
     p = verb("test", "sign in to the mail servers with the token (IMAP, POP, SMTP) and explain failures", _run_test)
-    p.add_argument("account")
+    p.add_argument("account", help="account name from the config")
     for proto, example in (("imap", "imaps://HOST:993"), ("pop", "pop3s://HOST:995"), ("smtp", "smtp://HOST:587")):
         p.add_argument(
             f"--{proto}",
@@ -357,7 +367,9 @@ def main(argv: list[str]) -> int:
 
     nodump.forbid()  # before any secret is in memory
     try:
-        args = build_parser().parse_args(argv)
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:  # the verb's own help, not the top level's, says what it takes
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see 'mailtoken {args.command} --help')")
         ui.verbose = bool(getattr(args, "verbose", False))
         from . import paths
 

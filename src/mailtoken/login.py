@@ -59,7 +59,7 @@ def login(acct: Account, config_path: str, method: str, timeout: float | None = 
         ui.say(f"{acct.name}: {note}")
     if warning:
         ui.say(f"{acct.name}: warning: {warning}")
-    ui.say(f"{acct.name}: signed in as {grant.username or acct.email}; grant kept in {store.describe()}")
+    ui.say(f"{acct.name}: signed in as {grant.username or acct.email}; grant kept in {store.describe(acct.name)}")
     return grant.username
 
 
@@ -73,7 +73,7 @@ def _forget_old(acct: Account, name: str) -> None:
 def _device(acct: Account, engine: Any, net_timeout: float, timeout: float | None) -> Any:
     app, cache, flow = engine.start_device_flow(acct, net_timeout)
     url = flow.get("verification_uri") or flow.get("verification_url")
-    ui.say(f"{acct.name}: to sign in as {acct.email}, open {url} and enter the code {flow['user_code']}")
+    devicecode.tell(acct, url, flow["user_code"])
     devicecode.show(flow["user_code"], acct.copy_code)
     return _wait(acct, flow, timeout, lambda waiting: engine.finish_device_flow(acct, app, cache, flow, waiting))
 
@@ -246,7 +246,7 @@ def logout(acct: Account) -> list[str]:
         try:
             store.check()
             if store.delete(acct.name):
-                removed.append(f"grant in {store.describe()}")
+                removed.append(f"grant in {store.describe(acct.name)}")
         except Exception:
             if state and state.get("store") == name:
                 raise

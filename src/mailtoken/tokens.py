@@ -127,7 +127,7 @@ def _load_grant(acct: Account) -> tuple[stores.GrantStore, str]:
         loaded = store.load(acct.name)
         if loaded is None:
             raise SignInRequired(
-                f"sign-in required (no grant in {store.describe()}): run 'mailtoken login {acct.name}'",
+                f"sign-in required (no grant in {store.describe(acct.name)}): run 'mailtoken login {acct.name}'",
                 account=acct.name,
             )
         blob = loaded
@@ -171,7 +171,8 @@ def _refresh(acct: Account, old: record.Record | None, stamp: str, deadline: Dea
         return _serve_or_raise(acct, old, stamp, exc)
     # An app-only account (client credentials) has no grant: the engine asks with the app's own credential.
     store, blob = (None, "") if providers.app_only(acct) else _load_grant(acct)
-    ui.debug(f"{acct.name}: refreshing the access token (grant in {store.describe() if store else 'none: app-only'})")
+    where = store.describe(acct.name) if store else "none: app-only"
+    ui.debug(f"{acct.name}: refreshing the access token (grant in {where})")
     engine = providers.engine(acct.provider)
     started = time.time()
     try:
