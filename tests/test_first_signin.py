@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import select
+import subprocess
+import time
 
 import pytest
 
-from tests.conftest import EMAIL, Env
+from tests.conftest import CLIENT_ID, EMAIL, MAILTOKEN, Env
 from tests.fakes.entra import FakeEntra
 
 VERBS = ["token", "xoauth2", "oauthbearer", "login", "refresh", "systemd", "logout", "add", "status", "config", "test"]
@@ -97,3 +102,102 @@ def test_the_device_code_page_has_a_line_of_its_own(env: Env, fake: FakeEntra, h
     after = lines[lines.index(urls[0]) + 1]
     assert before.endswith("open this page in a browser on any device:"), before
     assert re.match(r"mailtoken: work: and enter the code \S+", after), after
+
+
+# --- `add` on a terminal: each answer checked as it is given --------------------------------------------------
+
+PROMPTS = (
+    "Email address: ",
+    "Application (client) ID: ",
+    "Tenant (common, organizations, consumers, a domain or GUID) [common]: ",
+)
+
+
+def _pty_add(env: Env, answers: list[str | None], *args: str) -> tuple[int, str]:
+    """`mailtoken add work` on a pseudo-terminal; each answer is typed when a prompt shows (None: Ctrl-D)."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [MAILTOKEN, *args, "add", "work"], stdin=slave, stdout=slave, stderr=slave, env=env.vars, close_fds=True
+    )
+    os.close(slave)
+    seen = b""
+
+    def read(until_prompt: bool) -> None:
+        nonlocal seen
+        end = time.monotonic() + 20
+        while time.monotonic() < end:
+            if until_prompt and seen.decode(errors="replace").endswith(PROMPTS):
+                return
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    chunk = os.read(master, 4096)
+                except OSError:  # EIO: the child closed the terminal
+                    return
+                if not chunk:
+                    return
+                seen += chunk
+            elif proc.poll() is not None and not until_prompt:
+                return
+        if until_prompt:
+            raise AssertionError(f"no prompt: {seen.decode(errors='replace')!r}")
+
+    try:
+        for answer in answers:
+            read(until_prompt=True)
+            os.write(master, b"\x04" if answer is None else answer.encode() + b"\r")
+        read(until_prompt=False)
+        code = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    return code, seen.decode(errors="replace").replace("\r\n", "\n")
+
+
+def test_add_asks_again_until_each_answer_is_right(env: Env) -> None:
+    answers = ["alice", EMAIL, "my-app", CLIENT_ID[:-1], CLIENT_ID, "organisations", "contoso", "organizations"]
+    code, screen = _pty_add(env, answers)
+    assert code == 0, screen
+    assert "email: 'alice' is not an email address; try again (Ctrl-D stops)" in screen
+    assert "client_id: 'my-app' is not an application (client) ID" in screen and "App registrations" in screen
+    assert f"'{CLIENT_ID[:-1]}' is not an application (client) ID" in screen
+    assert "'organisations' is not a tenant: did you mean 'organizations'?" in screen
+    assert "'contoso' is not a tenant: give common, organizations, consumers, a domain" in screen
+    assert screen.count(PROMPTS[0]) == 2 and screen.count(PROMPTS[1]) == 3 and screen.count(PROMPTS[2]) == 3
+    text = env.config_path.read_text()
+    assert f'client_id = "{CLIENT_ID}"' in text and 'tenant = "organizations"' in text and EMAIL in text
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_ctrl_d_stops_add_cleanly_with_nothing_written(env: Env, verbose: bool) -> None:
+    code, screen = _pty_add(env, [EMAIL, None], *(["-v"] if verbose else []))
+    assert code == 64, screen
+    assert "mailtoken: work: stopped at the end of input (Ctrl-D): nothing was written" in screen
+    assert "internal error" not in screen and "Traceback" not in screen and "EOFError" not in screen
+    assert not env.config_path.exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [
+        ("--client-id", "my-app", "--client-id: 'my-app' is not an application (client) ID"),
+        ("--client-id", CLIENT_ID[:-1], "is not an application (client) ID"),
+        ("--tenant", "organisations", "--tenant: 'organisations' is not a tenant: did you mean 'organizations'?"),
+        ("--tenant", "contoso", "--tenant: 'contoso' is not a tenant"),
+        ("--email", "alice", "--email: 'alice' is not an email address"),
+    ],
+)
+def test_add_refuses_an_option_that_cannot_be_right(env: Env, option: str, value: str, needle: str) -> None:
+    given = {"--email": EMAIL, "--client-id": CLIENT_ID, "--tenant": "organizations", option: value}
+    result = env.run("add", "work", *[x for pair in given.items() for x in pair])
+    assert result.returncode == 64
+    assert needle in _one_line(result)
+    assert not env.config_path.exists()
+
+
+@pytest.mark.parametrize("tenant", ["common", "Organizations", "consumers", "contoso.onmicrosoft.com", CLIENT_ID])
+def test_add_takes_every_tenant_form(env: Env, tenant: str) -> None:
+    result = env.run("add", "work", "--email", EMAIL, "--client-id", CLIENT_ID, "--tenant", tenant)
+    assert result.returncode == 0, result.stderr
+    assert f'tenant = "{tenant}"' in env.config_path.read_text()
