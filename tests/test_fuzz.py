@@ -15,6 +15,10 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mailtoken import config, errors, fastpath, locations
-from tests.conftest import CLIENT_ID, IN_CI, MAILTOKEN, Env
+from tests.conftest import CLIENT_ID, EMAIL, IN_CI, MAILTOKEN, Env
 from tests.fakes.entra import FakeEntra
 from tests.flows import make_stale
 
@@ -245,6 +249,74 @@ def test_odd_numbers_in_options_are_usage_errors(signed_in: Env, fake: FakeEntra
             option = "--port" if "--port" in argv else "--timeout"
             assert result.stderr.startswith(f"mailtoken: argument {option}: "), result.stderr
     assert fake.counts["refresh_token"] == 0, "a usage error must come before any refresh"
+
+
+# --- the loopback receiver of login --browser (issue 11, point 2) -----------------------------------------------
+
+query_values = st.one_of(st.text(max_size=20), st.sampled_from(["", "forged", "x" * 5000, "%00", "\u202e", "a&b=c"]))
+queries = st.dictionaries(
+    st.sampled_from(["code", "error", "state", "error_description", "session_state", "iss", "x"]), query_values
+)
+request_lines = st.one_of(
+    queries.map(lambda q: f"GET /?{urllib.parse.urlencode(q)} HTTP/1.1".encode()),
+    st.binary(max_size=200).filter(lambda b: b"\n" not in b),
+    st.sampled_from([b"GET / HTTP/1.1", b"POST /?code=x HTTP/1.1", b"GET /favicon.ico HTTP/1.0", b"GET", b""]),
+)
+
+
+def test_no_request_but_the_right_one_ends_the_browsers_wait(env: Env, fake: FakeEntra) -> None:
+    """Random requests (queries with and without code, error and a forged state; garbage) are each answered and
+    ignored; the real redirect still signs in afterwards."""
+    import re
+    import socket
+    import ssl
+    import urllib.request
+
+    from tests.flows import Login
+
+    env.add_account(authority=fake.authority())
+    fake.auto_approve = EMAIL
+    login = Login(env, "work", "--browser", "--timeout", "120")
+    try:
+        end = time.monotonic() + 30
+        while not any("/authorize?" in line for line in login.lines) and time.monotonic() < end:
+            time.sleep(0.05)
+        url = next(line.strip() for line in login.lines if "/authorize?" in line)
+        port = int(re.search(r"redirect_uri=http%3A%2F%2Flocalhost%3A(\d+)", url).group(1))
+
+        @settings(max_examples=60, deadline=None, database=None)
+        @given(request_lines)
+        def probe(line: bytes) -> None:
+            RUNS["loopback requests"] += 1
+            with socket.create_connection(("127.0.0.1", port), timeout=15) as conn:
+                conn.sendall(line + b"\r\nHost: localhost\r\n\r\n")
+                answer = conn.recv(65536)
+            # Answered (an error page; http.server answers a garbled line HTTP/0.9-style, without headers) or
+            # closed; never the page of a sign-in.
+            assert b" 200 " not in answer.split(b"\r\n", 1)[0] and b"signed in" not in answer, answer[:300]
+            assert login.proc.poll() is None, f"a foreign request ended the sign-in: {login.stderr}"
+
+        probe()
+        context = ssl.create_default_context(cafile=fake.ca_pem)
+        try:
+            urllib.request.build_opener(
+                urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context), _NoRedirect()
+            ).open(url, timeout=10)
+        except urllib.error.HTTPError as redirect:
+            location = redirect.headers["Location"].replace("//localhost:", "//127.0.0.1:")
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(location, timeout=10) as page:
+            assert page.status == 200
+        assert login.wait(30) == 0, login.stderr
+    finally:
+        if login.proc.poll() is None:
+            login.proc.kill()
+            login.proc.wait(10)
+    assert fake.counts["authorization_code"] == 1
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        return None
 
 
 # --- through the installed command ----------------------------------------------------------------------------
