@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from . import locations, optvalues, record, sasl
+from . import locations, record, sasl
 
 _COMMANDS = ("token", "xoauth2", "oauthbearer")
 # How long a caller waits for another process's refresh; the CLI's own --timeout default.
@@ -35,11 +35,14 @@ def _parse(argv: list[str]) -> dict[str, str] | None:
             if not rest:
                 return None
             value = rest.pop(0)
-        try:
-            # Anything odd is the full CLI's to explain (a usage error), never a crash here.
-            {"--port": optvalues.port, "--timeout": optvalues.seconds}.get(name, str)(value)
-        except ValueError:
-            return None
+        if name in ("--port", "--timeout"):
+            from . import optvalues  # here, not at the top: most calls have no option, and pay nothing
+
+            try:
+                # Anything odd is the full CLI's to explain (a usage error), never a crash here.
+                (optvalues.port if name == "--port" else optvalues.seconds)(value)
+            except ValueError:
+                return None
         opts[name[2:]] = value
     return opts
 
