@@ -28,7 +28,8 @@ import tomlkit
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mailtoken import config, errors, fastpath, locations
+from mailtoken import config, errors
+from mailtoken.fast import cached, locations
 from tests.conftest import CLIENT_ID, EMAIL, IN_CI, MAILTOKEN, Env
 from tests.fakes.entra import FakeEntra
 from tests.flows import make_stale
@@ -221,9 +222,9 @@ number_text = st.one_of(st.sampled_from(ODD_NUMBERS), st.text(max_size=12), st.f
 @example("token", "--timeout", "²")
 @example("oauthbearer", "--port", "²")
 def test_the_cached_path_takes_only_option_values_it_can_use(verb: str, option: str, value: str) -> None:
-    """What fastpath._parse accepts must convert: a crash there is a traceback on the cached path."""
+    """What the cached path's _parse accepts must convert: a crash there is a traceback on the cached path."""
     RUNS["cached-path option values"] += 1
-    opts = fastpath._parse([verb, "work", option, value])
+    opts = cached._parse([verb, "work", option, value])
     if opts is None or option[2:] not in opts:
         return
     if option == "--timeout":

@@ -6,9 +6,9 @@ import sys
 
 
 def main() -> int:
-    from . import fastpath
+    from .fast import cached
 
-    if fastpath.serve(sys.argv[1:]):
+    if cached.serve(sys.argv[1:]):
         return 0
     from . import cli
 

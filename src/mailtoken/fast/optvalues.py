@@ -1,4 +1,4 @@
-"""Option values, one rule per kind, shared by the cached path's parser (fastpath.py) and argparse (cli.py).
+"""Option values, one rule per kind, shared by the cached path's parser (cached.py) and argparse.
 
 Stdlib only and tiny: the cached path imports it when an option is given. Python's float() and int() accept
 more than a person means (`inf`, `nan`, `1e309`, `1_0`, superscript and other non-ASCII digits), and some of

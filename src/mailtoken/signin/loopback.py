@@ -26,7 +26,7 @@ import time
 import urllib.parse
 from typing import Any
 
-from .errors import SignInRequired, UsageError
+from ..errors import SignInRequired, UsageError
 
 # How long one connection may sit without sending its request: enough for a slow browser, short enough that
 # idle connections do not pile up.

@@ -9,17 +9,20 @@ import time
 import urllib.parse
 from typing import Any
 
-from . import devicecode, fsutil, providers, record, tokens, ui
-from . import store as stores
-from .config import Account
-from .errors import MailtokenError, SignInRequired, UsageError
+from .. import providers, state, tokens, ui
+from .. import store as stores
+from ..config import Account
+from ..errors import MailtokenError, SignInRequired, UsageError
+from ..providers.base import Engine, Grant
+from . import device
 
 LOGIN_TIMEOUT = 600.0
 
 
 def login(acct: Account, config_path: str, method: str, timeout: float | None = None) -> str:
     """Sign in, store the grant and the first access token. Returns the username that signed in."""
-    if providers.app_only(acct):
+    engine = providers.engine_for(acct)
+    if engine.grantless:
         from . import apponly
 
         return apponly.login(acct, config_path)
@@ -27,7 +30,6 @@ def login(acct: Account, config_path: str, method: str, timeout: float | None = 
         method = _default_method(acct)
     # Check the store before asking a human to sign in: a grant we cannot keep is a wasted sign-in.
     store, note = stores.choose_for_login(acct)
-    engine = providers.engine(acct.provider)
     net_timeout = tokens.NET_TIMEOUT
     started = time.time()
     if method == "device":
@@ -44,15 +46,7 @@ def login(acct: Account, config_path: str, method: str, timeout: float | None = 
             "the token is for the account that signed in (fine for a shared mailbox, else sign in again)"
         )
     previous = stores.recall(acct.name)
-    warning = tokens.save_grant(acct, store, grant.blob)
-    stores.remember(acct.name, {"store": store.name, "username": grant.username, "signed_in": int(time.time())})
-    # A new grant: the identity platform's verdict on the old one, and any Retry-After for it, no longer apply.
-    fsutil.remove(tokens.rejected_path(acct.name))
-    fsutil.remove(tokens.wait_path(acct.name))
-    record.write(
-        tokens.record_path(acct.name),
-        tokens.make_record(acct, grant.access_token, grant.expires_in, started, record.config_stamp(config_path)),
-    )
+    warning = tokens.save_sign_in(acct, store, grant, started, config_path)
     if previous and previous.get("store") != store.name:
         _forget_old(acct, previous["store"])
     if note:
@@ -70,26 +64,27 @@ def _forget_old(acct: Account, name: str) -> None:
         ui.debug(f"{acct.name}: could not remove the old grant from {name}: {type(exc).__name__}")
 
 
-def _device(acct: Account, engine: Any, net_timeout: float, timeout: float | None) -> Any:
-    app, cache, flow = engine.start_device_flow(acct, net_timeout)
-    url = flow.get("verification_uri") or flow.get("verification_url")
-    devicecode.tell(acct, url, flow["user_code"])
-    devicecode.show(flow["user_code"], acct.copy_code)
-    return _wait(acct, flow, timeout, lambda waiting: engine.finish_device_flow(acct, app, cache, flow, waiting))
+def _device(acct: Account, engine: Engine, net_timeout: float, timeout: float | None) -> Grant:
+    flow = engine.start_device_flow(acct, net_timeout)
+    info = flow.info
+    url = info.get("verification_uri") or info.get("verification_url")
+    device.tell(acct, url, info["user_code"])
+    device.show(info["user_code"], acct.copy_code)
+    return _wait(acct, info, timeout, lambda waiting: engine.finish_device_flow(acct, flow, waiting))
 
 
-def _resume(acct: Account, engine: Any, net_timeout: float, timeout: float | None) -> Any:
+def _resume(acct: Account, engine: Engine, net_timeout: float, timeout: float | None) -> Grant:
     """Finish the sign-in `login --no-wait` started; keep it for another --resume while its code is valid."""
-    flow = devicecode.load_pending(acct)
+    flow = device.load_pending(acct)
     code_expires = float(flow["expires_at"])
     ui.say(f"{acct.name}: waiting for the sign-in with the code {flow['user_code']}")
     try:
         grant = _wait(acct, flow, timeout, lambda waiting: engine.resume_device_flow(acct, flow, waiting, net_timeout))
     except Exception:
         if time.time() >= code_expires:
-            devicecode.drop_pending(acct.name)
+            device.drop_pending(acct.name)
         raise
-    devicecode.drop_pending(acct.name)
+    device.drop_pending(acct.name)
     return grant
 
 
@@ -141,8 +136,8 @@ def _default_method(acct: Account) -> str:
     return "paste"
 
 
-def _interactive(acct: Account, engine: Any, method: str, net_timeout: float, timeout: float) -> Any:
-    from .providers.base import ConsentNeeded
+def _interactive(acct: Account, engine: Engine, method: str, net_timeout: float, timeout: float) -> Grant:
+    from ..providers.base import ConsentNeeded
 
     run = _browser if method == "browser" else _paste
     try:
@@ -160,25 +155,25 @@ def _interactive(acct: Account, engine: Any, method: str, net_timeout: float, ti
         ) from None
 
 
-def _paste(acct: Account, engine: Any, net_timeout: float, timeout: float, **flow_kw: Any) -> Any:
+def _paste(acct: Account, engine: Engine, net_timeout: float, timeout: float, **flow_kw: Any) -> Grant:
     """The browser flow without a listener here: the user pastes the address the browser was sent to."""
     from . import paste
 
     redirect = acct.redirect_uri or f"http://{providers.spec(acct.provider).get('loopback_host', 'localhost')}"
-    app, cache, flow = engine.start_auth_code_flow(acct, redirect, net_timeout, **flow_kw)
+    flow = engine.start_auth_code_flow(acct, redirect, net_timeout, **flow_kw)
     ui.say(f"{acct.name}: to sign in as {acct.email}, open this URL in a browser on any machine:")
-    print(flow["auth_uri"], file=sys.stderr, flush=True)
+    print(flow.info["auth_uri"], file=sys.stderr, flush=True)
     ui.say(
         f"{acct.name}: after sign-in the browser goes to {redirect}... and may show an error page: copy the whole "
         "address from its address bar, paste it here and press Enter:"
     )
-    return engine.finish_auth_code_flow(acct, app, cache, flow, paste.read_redirect(acct, redirect, timeout))
+    return engine.finish_auth_code_flow(acct, flow, paste.read_redirect(acct, redirect, timeout))
 
 
 def _loopback(acct: Account) -> tuple[str, int, str | None]:
     """Host and port to receive the browser's redirect on, and the fixed redirect URI if the account has one
     (a fixed port is what `ssh -L PORT:127.0.0.1:PORT` needs); else the provider's host on a free port."""
-    from .providers.base import is_loopback_http
+    from ..providers.base import is_loopback_http
 
     uri = acct.redirect_uri
     if uri is None:
@@ -193,16 +188,16 @@ def _loopback(acct: Account) -> tuple[str, int, str | None]:
     return parts.hostname or "localhost", parts.port or 80, uri
 
 
-def _browser(acct: Account, engine: Any, net_timeout: float, timeout: float, **flow_kw: Any) -> Any:
+def _browser(acct: Account, engine: Engine, net_timeout: float, timeout: float, **flow_kw: Any) -> Grant:
     from . import loopback
 
     host, port, fixed = _loopback(acct)
     with loopback.Receiver(host, port, acct.name) as receiver:
         # Entra and Google accept any port on a loopback redirect URI, so a free port works unless one is fixed.
         redirect = fixed or f"http://{host}:{receiver.port}"
-        app, cache, flow = engine.start_auth_code_flow(acct, redirect, net_timeout, **flow_kw)
-        receiver.start(flow["state"], timeout)
-        url = flow["auth_uri"]
+        flow = engine.start_auth_code_flow(acct, redirect, net_timeout, **flow_kw)
+        receiver.start(flow.info["state"], timeout)
+        url = flow.info["auth_uri"]
         ui.say(f"{acct.name}: to sign in as {acct.email}, open this URL in a browser on this machine:")
         print(url, file=sys.stderr, flush=True)
         if browser_available():
@@ -211,9 +206,9 @@ def _browser(acct: Account, engine: Any, net_timeout: float, timeout: float, **f
             threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
         answer = receiver.wait()
         try:
-            grant = engine.finish_auth_code_flow(acct, app, cache, flow, answer)
+            grant = engine.finish_auth_code_flow(acct, flow, answer)
         except Exception as exc:
-            from .providers.base import ConsentNeeded
+            from ..providers.base import ConsentNeeded
 
             if isinstance(exc, ConsentNeeded):
                 receiver.done("one more step", "The provider asks for your consent: a new sign-in page opens.")
@@ -230,31 +225,24 @@ def _browser(acct: Account, engine: Any, net_timeout: float, timeout: float, **f
 
 
 def logout(acct: Account) -> list[str]:
-    """Remove every stored token of the account; returns what was removed."""
+    """Remove everything kept for the account (state.py lists it); returns what was removed."""
     removed = []
-    if fsutil.remove(tokens.record_path(acct.name)):
-        removed.append("access-token record")
-    if fsutil.remove(tokens.rescue_path(acct.name)):
-        removed.append("rescued grant")
-    for leftover in (tokens.rejected_path(acct.name), tokens.wait_path(acct.name)):
-        fsutil.remove(leftover)
-    state = stores.recall(acct.name)
+    remembered = stores.recall(acct.name)
     # The keyring is probed only where a grant may be: probing it can be slow, and needless where none is.
-    names = ["file"] if acct.store == "file" and (not state or state.get("store") == "file") else ["file", "keyring"]
-    for name in names:
+    only_file = acct.store == "file" and (not remembered or remembered.get("store") == "file")
+    for name in ["file"] if only_file else ["file", "keyring"]:
         store = stores.by_name(name)
         try:
             store.check()
             if store.delete(acct.name):
                 removed.append(f"grant in {store.describe(acct.name)}")
         except Exception:
-            if state and state.get("store") == name:
+            if remembered and remembered.get("store") == name:
                 raise
-    if providers.app_only(acct) and not acct.client_secret_cmd and not acct.certificate:
-        from .providers import credentials
+    if providers.engine_for(acct).grantless and not acct.client_secret_cmd and not acct.certificate:
+        from ..providers import credentials
 
         if credentials.forget_secret(acct):  # what `login` stored for this app-only account
             removed.append("the app's client secret in the keyring")
-    if stores.forget(acct.name):
-        removed.append("account state")
+    removed += state.forget(acct.name)
     return removed
