@@ -96,10 +96,14 @@ def paste_as_browser(cafile: str, login: str | None = None, tamper: Callable[[st
 def approve_device(cafile: str, login: str) -> Callable[[Login, str], None]:
     """An on_line handler: approve the device code at the provider's own pages, as the user would."""
 
+    shown: list[str] = []
+
     def on_line(proc: Login, line: str) -> None:
-        match = re.search(r"open (\S+) and enter the code (\S+)", line)
-        if match:
-            url, code = match.groups()
-            Browser(login, cafile=cafile).approve_device(f"{url}?user_code={code}")
+        # login prints the page's URL on a line of its own, then the code.
+        if re.fullmatch(r"https?://\S+", line.strip()):
+            shown.append(line.strip())
+        match = re.search(r"enter the code (\S+)", line)
+        if match and shown:
+            Browser(login, cafile=cafile).approve_device(f"{shown[-1]}?user_code={match.group(1)}")
 
     return on_line

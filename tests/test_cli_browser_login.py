@@ -29,8 +29,11 @@ def _follow_as_browser(fake: FakeEntra, proc, seen: list[str], tamper: bool = Fa
                     location = redirect.headers["Location"]
                     if tamper:
                         location = re.sub(r"state=[^&]+", "state=forged", location)
-                    with urllib.request.urlopen(location, timeout=10) as page:
-                        seen.append(f"[browser] {page.status} {page.read(200)!r}\n")
+                    try:
+                        with urllib.request.urlopen(location, timeout=10) as page:
+                            seen.append(f"[browser] {page.status} {page.read(200)!r}\n")
+                    except urllib.error.HTTPError as refused:
+                        seen.append(f"[browser] {refused.code} {refused.read(200)!r}\n")
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -63,15 +66,17 @@ def test_browser_login_with_pkce(env: Env, fake: FakeEntra) -> None:
     assert token.returncode == 0 and fake.is_valid_access_token(token.stdout.strip())
 
 
-def test_browser_login_rejects_a_forged_state(env: Env, fake: FakeEntra) -> None:
+def test_browser_login_ignores_a_forged_state_and_waits_on(env: Env, fake: FakeEntra) -> None:
+    """An answer with another state is answered (400) and ignored: the wait goes on until the deadline."""
     env.add_account(authority=fake.authority())
     fake.auto_approve = EMAIL
-    proc = env.popen("login", "work", "--browser", "--timeout", "30")
+    proc = env.popen("login", "work", "--browser", "--timeout", "5")
     seen: list[str] = []
     browser = _follow_as_browser(fake, proc, seen, tamper=True)
     assert proc.wait(60) == 77, "".join(seen)
     browser.join(5)
-    assert "state mismatch" in "".join(seen)
+    text = "".join(seen)
+    assert "[browser] 400" in text and "no answer from the browser in time" in text, text
     assert fake.counts["authorization_code"] == 0
     assert not (env.state_dir / "accounts" / "work.json").exists()
 

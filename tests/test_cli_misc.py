@@ -26,12 +26,12 @@ def test_add_keeps_comments_and_other_accounts(env: Env) -> None:
 
 
 def test_add_creates_the_config_and_validates(env: Env) -> None:
-    bad = env.run("add", "work", "--email", "nobody", "--client-id", "x")
-    assert bad.returncode == 78 and "[accounts.work] email" in bad.stderr
+    bad = env.run("add", "work", "--email", "nobody", "--client-id", CLIENT_ID)
+    assert bad.returncode == 64 and "--email: 'nobody' is not an email address" in bad.stderr
     assert not env.config_path.exists()
     missing = env.run("add", "work", "--email", "a@b.cd")
     assert missing.returncode == 78 and "client_id: missing" in missing.stderr
-    ok = env.run("add", "work", "--email", "a@b.cd", "--client-id", "x")
+    ok = env.run("add", "work", "--email", "a@b.cd", "--client-id", CLIENT_ID)
     assert ok.returncode == 0, ok.stderr
     assert (env.config_path.parent.stat().st_mode & 0o777) == 0o700
 

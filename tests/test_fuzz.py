@@ -9,11 +9,16 @@ an internal error (70). Account names cannot lead a path out of mailtoken's fold
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import shutil
 import stat
 import subprocess
 import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -24,8 +29,10 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mailtoken import config, errors
-from mailtoken.fast import locations
-from tests.conftest import CLIENT_ID, IN_CI, MAILTOKEN, Env
+from mailtoken.fast import cached, locations
+from tests.conftest import CLIENT_ID, EMAIL, IN_CI, MAILTOKEN, Env
+from tests.fakes.entra import FakeEntra
+from tests.flows import make_stale
 
 RUNS: Counter[str] = Counter()
 PATH = "/home/u/.config/mailtoken/config.toml"
@@ -202,6 +209,115 @@ def test_a_valid_account_name_stays_inside_its_folder(name: str) -> None:
         path = os.path.join(folder, name + suffix)
         assert os.path.dirname(os.path.normpath(path)) == folder
         assert os.path.basename(path) == name + suffix and not name.startswith(".")
+
+
+# --- option values: both parsers, one rule (issue 11, point 10) ------------------------------------------------
+
+ODD_NUMBERS = ["²", "¹⁰", "١", "inf", "-inf", "nan", "1e309", "1_0", " 5", "0", "-1", "1e999", "99999999999999999999"]
+number_text = st.one_of(st.sampled_from(ODD_NUMBERS), st.text(max_size=12), st.floats().map(repr))
+
+
+@PURE
+@given(st.sampled_from(["token", "xoauth2", "oauthbearer"]), st.sampled_from(["--timeout", "--port"]), number_text)
+@example("token", "--timeout", "²")
+@example("oauthbearer", "--port", "²")
+def test_the_cached_path_takes_only_option_values_it_can_use(verb: str, option: str, value: str) -> None:
+    """What the cached path's _parse accepts must convert: a crash there is a traceback on the cached path."""
+    RUNS["cached-path option values"] += 1
+    opts = cached._parse([verb, "work", option, value])
+    if opts is None or option[2:] not in opts:
+        return
+    if option == "--timeout":
+        assert math.isfinite(float(opts["timeout"])) and 0 < float(opts["timeout"]) <= 86400
+    else:
+        assert 0 < int(opts["port"]) < 65536
+
+
+def test_odd_numbers_in_options_are_usage_errors(signed_in: Env, fake: FakeEntra) -> None:
+    """`--timeout ²` was a traceback (exit 1) and `--timeout inf` an OverflowError (70): both parsers say 64."""
+    cases = [["token", "work", "--timeout", v] for v in ("²", "inf", "1e309", "nan", "0", "١")]
+    cases += [["xoauth2", "work", "--timeout=inf"], ["oauthbearer", "work", "--port", "²"]]
+    cases += [["oauthbearer", "work", "--port", "99999999999999999999"], ["login", "work", "--timeout", "inf"]]
+    cases += [["refresh", "--timeout", "1e309"], ["test", "work", "--timeout", "inf"]]
+    for record in ("fresh", "stale"):
+        if record == "stale":
+            make_stale(signed_in, "work")
+        for argv in cases:
+            RUNS["odd option values (subprocess)"] += 1
+            result = signed_in.run(*argv, timeout=60)
+            check_failure(result, argv)
+            assert result.returncode == 64, f"{argv} ({record} record): {result.returncode} {result.stderr}"
+            option = "--port" if "--port" in argv else "--timeout"
+            assert result.stderr.startswith(f"mailtoken: argument {option}: "), result.stderr
+    assert fake.counts["refresh_token"] == 0, "a usage error must come before any refresh"
+
+
+# --- the loopback receiver of login --browser (issue 11, point 2) -----------------------------------------------
+
+query_values = st.one_of(st.text(max_size=20), st.sampled_from(["", "forged", "x" * 5000, "%00", "\u202e", "a&b=c"]))
+queries = st.dictionaries(
+    st.sampled_from(["code", "error", "state", "error_description", "session_state", "iss", "x"]), query_values
+)
+request_lines = st.one_of(
+    queries.map(lambda q: f"GET /?{urllib.parse.urlencode(q)} HTTP/1.1".encode()),
+    st.binary(max_size=200).filter(lambda b: b"\n" not in b),
+    st.sampled_from([b"GET / HTTP/1.1", b"POST /?code=x HTTP/1.1", b"GET /favicon.ico HTTP/1.0", b"GET", b""]),
+)
+
+
+def test_no_request_but_the_right_one_ends_the_browsers_wait(env: Env, fake: FakeEntra) -> None:
+    """Random requests (queries with and without code, error and a forged state; garbage) are each answered and
+    ignored; the real redirect still signs in afterwards."""
+    import re
+    import socket
+    import ssl
+    import urllib.request
+
+    from tests.flows import Login
+
+    env.add_account(authority=fake.authority())
+    fake.auto_approve = EMAIL
+    login = Login(env, "work", "--browser", "--timeout", "120")
+    try:
+        end = time.monotonic() + 30
+        while not any("/authorize?" in line for line in login.lines) and time.monotonic() < end:
+            time.sleep(0.05)
+        url = next(line.strip() for line in login.lines if "/authorize?" in line)
+        port = int(re.search(r"redirect_uri=http%3A%2F%2Flocalhost%3A(\d+)", url).group(1))
+
+        @settings(max_examples=60, deadline=None, database=None)
+        @given(request_lines)
+        def probe(line: bytes) -> None:
+            RUNS["loopback requests"] += 1
+            with socket.create_connection(("127.0.0.1", port), timeout=15) as conn:
+                conn.sendall(line + b"\r\nHost: localhost\r\n\r\n")
+                answer = conn.recv(65536)
+            # Answered (an error page; http.server answers a garbled line HTTP/0.9-style, without headers) or
+            # closed; never the page of a sign-in.
+            assert b" 200 " not in answer.split(b"\r\n", 1)[0] and b"signed in" not in answer, answer[:300]
+            assert login.proc.poll() is None, f"a foreign request ended the sign-in: {login.stderr}"
+
+        probe()
+        context = ssl.create_default_context(cafile=fake.ca_pem)
+        try:
+            urllib.request.build_opener(
+                urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context), _NoRedirect()
+            ).open(url, timeout=10)
+        except urllib.error.HTTPError as redirect:
+            location = redirect.headers["Location"].replace("//localhost:", "//127.0.0.1:")
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(location, timeout=10) as page:
+            assert page.status == 200
+        assert login.wait(30) == 0, login.stderr
+    finally:
+        if login.proc.poll() is None:
+            login.proc.kill()
+            login.proc.wait(10)
+    assert fake.counts["authorization_code"] == 1
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):  # noqa: ANN002, ANN003
+        return None
 
 
 # --- through the installed command ----------------------------------------------------------------------------

@@ -15,7 +15,9 @@ import base64
 import os
 import re
 import stat
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -240,3 +242,150 @@ def test_the_hot_path_does_not_serve_an_unsafe_record(signed_in: Env) -> None:
     result = signed_in.run("token", "work")
     assert result.returncode == 69 and result.stdout == ""
     assert "readable by others" in result.stderr
+
+
+# --- issue 11, point 9: `add` writes the user's config where the user keeps it -----------------------------
+
+
+def _add(env: Env, name: str, config: Path) -> Any:
+    result = env.run(
+        "add", name, "--email", EMAIL, "--client-id", CLIENT_ID, env={"MAILTOKEN_CONFIG": str(config)}, umask=0
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+def test_add_leaves_the_folders_it_did_not_create_as_they_were(env: Env) -> None:
+    """A config in a dotfiles folder, or straight in $HOME: their modes are the user's business."""
+    dotfiles = env.home / "dotfiles"
+    dotfiles.mkdir()
+    dotfiles.chmod(0o755)
+    env.home.chmod(0o751)
+    _add(env, "work", dotfiles / "mailtoken.toml")
+    _add(env, "home", env.home / "x.toml")
+    assert stat.S_IMODE(dotfiles.stat().st_mode) == 0o755
+    assert stat.S_IMODE(env.home.stat().st_mode) == 0o751
+    for config in (dotfiles / "mailtoken.toml", env.home / "x.toml"):
+        assert stat.S_IMODE(config.stat().st_mode) == 0o600
+    # Folders add creates are private, whatever the umask.
+    _add(env, "new", env.home / "new" / "sub" / "config.toml")
+    for folder in (env.home / "new", env.home / "new" / "sub"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+
+
+def test_add_writes_through_a_symlinked_config_to_its_target(env: Env) -> None:
+    dotfiles = env.home / "dotfiles"
+    dotfiles.mkdir()
+    target = dotfiles / "mailtoken.toml"
+    _add(env, "work", target)
+    link = env.home / ".config" / "mailtoken" / "config.toml"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(target)
+    _add(env, "home", link)
+    assert link.is_symlink() and os.readlink(link) == str(target), "the link must stay a link"
+    text = target.read_text()
+    assert "[accounts.work]" in text and "[accounts.home]" in text
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert [p.name for p in dotfiles.iterdir()] == ["mailtoken.toml"], "no temp file left behind"
+    status = env.run("status", env={"MAILTOKEN_CONFIG": str(link)})
+    assert status.returncode == 0 and "home" in status.stdout and "work" in status.stdout, status.stderr
+
+
+# --- issue 11, point 11: no core dump holds a secret -----------------------------------------------------------
+
+
+def _unlimited_cores() -> None:
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+
+
+@pytest.mark.parametrize("when", ["refreshing", "signing in"])
+def test_a_crash_leaves_no_core_dump(signed_in: Env, fake: FakeEntra, tmp_path: Path, when: str) -> None:
+    """`ulimit -c unlimited` and a crash while the refresh token is in memory: no core file anywhere."""
+    import signal
+
+    pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
+    if pattern.startswith("|") or "/" in pattern:
+        (pytest.fail if IN_CI else pytest.skip)(f"core_pattern {pattern!r}: the test looks for cores in the CWD")
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    if when == "refreshing":
+        signed_in.age_record(expires_in=-10)
+        fake.inject("hang", seconds=30, then="close")
+        args, counter = ("token", "work", "--timeout", "60"), "refresh_token"
+    else:
+        args, counter = ("login", "work", "--timeout", "60"), "devicecode"
+    proc = signed_in.popen(*args, cwd=cwd, preexec_fn=_unlimited_cores)
+    try:
+        end = time.monotonic() + 30
+        while fake.counts[counter] == 0 and time.monotonic() < end and proc.poll() is None:
+            time.sleep(0.05)
+        assert fake.counts[counter] == 1, f"mailtoken never got to {when}"
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGSEGV)
+        assert proc.wait(30) == -signal.SIGSEGV
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+    cores = [p.name for p in cwd.iterdir()]
+    assert not cores, f"a crash while {when} left {cores}"
+
+
+# --- issue 11, point 12: a file the user cannot read is named, with why -------------------------------------
+
+
+@pytest.mark.parametrize("which", ["record", "grant", "account-state", "record-folder"])
+def test_a_file_the_user_cannot_read_is_named_with_the_reason(which: str) -> None:
+    """Mode 0000 on one of mailtoken's files: one line naming the file and why, not a bare [Errno 13].
+
+    root reads any file, so as root the whole world is handed to nobody and mailtoken runs as nobody."""
+    import json
+    import shutil
+    import tempfile
+
+    from tests.conftest import MAILTOKEN
+
+    top = Path(tempfile.mkdtemp(prefix="mailtoken-unreadable-"))
+    try:
+        top.chmod(0o755)  # nobody must reach its home inside
+        env = Env(top)
+        env.add_account(authority="https://127.0.0.1:9/organizations")  # never asked: the read fails first
+        files = {
+            "record": env.record_dir / "work.token",
+            "grant": env.state_dir / "grants" / "work.json",
+            "account-state": env.state_dir / "accounts" / "work.json",
+        }
+        for path in files.values():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        files["account-state"].write_text(json.dumps({"store": "file", "username": EMAIL}))
+        files["grant"].write_text("{}")
+        if which.startswith("record"):
+            files["record"].write_text("mailtoken-record 1\n")
+        target = files[which.removesuffix("-folder")]
+        for path in files.values():
+            if path.exists():
+                path.chmod(0o600)
+        (target.parent if which.endswith("-folder") else target).chmod(0)
+        command = [MAILTOKEN, "token", "work"]
+        if os.geteuid() == 0:
+            setpriv = shutil.which("setpriv")
+            if setpriv is None:
+                (pytest.fail if IN_CI else pytest.skip)("setpriv (util-linux) is needed to test as non-root")
+            for path in [env.home, env.runtime, *env.home.rglob("*"), *env.runtime.rglob("*")]:
+                os.chown(path, 65534, 65534, follow_symlinks=False)
+            command = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=60, env=env.vars, stdin=subprocess.DEVNULL
+        )
+    finally:
+        for folder in (env.record_dir, env.state_dir / "grants", env.state_dir / "accounts"):
+            if folder.exists():
+                folder.chmod(0o700)  # so that a non-root run can remove it
+        shutil.rmtree(top, ignore_errors=True)
+    if which.endswith("-folder"):
+        _assert_69(result, f"{target} cannot be read (permission denied: a folder above it, like {target.parent}")
+    else:
+        _assert_69(result, f"{target} cannot be read (permission denied: its mode is 0000", f"chmod 600 {target}")
+    assert "[Errno" not in result.stderr

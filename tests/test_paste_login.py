@@ -99,4 +99,4 @@ def test_browser_on_a_fixed_port_for_ssh_tunnels(env: Env, fake: FakeEntra) -> N
         text = re.sub(r'redirect_uri = ".*"', f'redirect_uri = "http://127.0.0.1:{port}"', env.config_path.read_text())
         env.write_config(text)
         taken = env.run("login", "work", "--browser", "--timeout", "5")
-    assert taken.returncode == 64 and f"cannot listen on port {port}" in taken.stderr
+    assert taken.returncode == 64 and f"cannot listen on 127.0.0.1:{port}" in taken.stderr

@@ -102,7 +102,7 @@ def test_device_login_token_refresh_and_rotation(generic: Env, provider: OidcPro
     before = provider.counts()
     login = _device_login(generic, provider)
     assert f"signed in as {USER}" in login.stderr
-    assert f"open {provider.issuer}/device and enter the code" in login.stderr
+    assert f"open this page in a browser on any device:\n{provider.issuer}/device\n" in login.stderr
     after = provider.counts()
     device_ok = "urn:ietf:params:oauth:grant-type:device_code:ok"
     assert after.get(device_ok, 0) == before.get(device_ok, 0) + 1

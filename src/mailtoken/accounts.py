@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 import enum
 import os
+import re
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import config, providers, state, tokens
+from . import config, providers, state, tokens, ui
 from . import store as stores
 from .errors import MailtokenError, UsageError
 from .fast import fsutil
@@ -23,14 +26,14 @@ def add(path: str, name: str, values: dict[str, str], interactive: bool) -> conf
     if name in existing.accounts:
         raise UsageError(f"account '{name}' already exists in {path}: edit the file or choose another name")
     fields = {k: v for k, v in values.items() if v}
+    for key in _PROMPTS:
+        why = answer_problem(key, fields[key]) if key in fields else None
+        if why:
+            raise UsageError(f"--{key.replace('_', '-')}: {why}", account=name)
     if interactive:
-        for key, prompt in (
-            ("email", "Email address"),
-            ("client_id", "Application (client) ID"),
-            ("tenant", "Tenant (common, organizations, consumers, a domain or GUID) [common]"),
-        ):
+        for key, prompt in _PROMPTS.items():
             if key not in fields:
-                answer = input(f"{prompt}: ").strip()
+                answer = _ask(name, key, prompt)
                 if answer:
                     fields[key] = answer
     table = {"provider": fields.pop("provider", "microsoft"), **fields}
@@ -44,8 +47,57 @@ def add(path: str, name: str, values: dict[str, str], interactive: bool) -> conf
     doc["accounts"][name] = item
     new_text = tomlkit.dumps(doc)
     config.parse(new_text, path)  # never write a file we could not read back
-    fsutil.atomic_write(path, new_text.encode("utf-8"))
+    fsutil.write_users_file(path, new_text.encode("utf-8"))
     return account
+
+
+_PROMPTS = {
+    "email": "Email address",
+    "client_id": "Application (client) ID",
+    "tenant": "Tenant (common, organizations, consumers, a domain or GUID) [common]",
+}
+_GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_DOMAIN = re.compile(r"(?=.{4,253}$)([a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?\.)+[a-zA-Z]{2,63}")
+TENANT_WORDS = ("common", "organizations", "consumers")
+
+
+def answer_problem(key: str, value: str) -> str | None:
+    """Why `value` cannot be this key of a Microsoft account (with where to find a right one), or None."""
+    if not value:
+        return "required"
+    if key == "email":
+        local, at, domain = value.rpartition("@")
+        if not (at and local and "." in domain) or not value.isprintable() or " " in value:
+            return f"'{value}' is not an email address"
+    elif key == "client_id" and not _GUID.fullmatch(value):
+        return (
+            f"'{value}' is not an application (client) ID: copy the GUID (like 11111111-2222-3333-4444-555555555555)"
+            " from the app's Overview page at entra.microsoft.com > App registrations"
+        )
+    elif key == "tenant" and not (value.lower() in TENANT_WORDS or _GUID.fullmatch(value) or _DOMAIN.fullmatch(value)):
+        close = difflib.get_close_matches(value.lower(), TENANT_WORDS, n=1, cutoff=0.7)
+        meant = f"did you mean '{close[0]}'? " if close else ""
+        return (
+            f"'{value}' is not a tenant: {meant}give common, organizations, consumers, a domain like "
+            "contoso.onmicrosoft.com, or the Directory (tenant) ID GUID from the app's Overview page"
+        )
+    return None
+
+
+def _ask(name: str, key: str, prompt: str) -> str:
+    """One answer, asked again until it is right; Ctrl-D stops `add` with nothing written."""
+    while True:
+        try:
+            answer = input(f"{prompt}: ").strip()
+        except EOFError:
+            print(file=sys.stderr)
+            raise UsageError("stopped at the end of input (Ctrl-D): nothing was written", account=name) from None
+        if not answer and key == "tenant":
+            return ""  # the default
+        why = answer_problem(key, answer)
+        if why is None:
+            return answer
+        ui.say(f"{name}: {key}: {why}; try again (Ctrl-D stops)")
 
 
 class State(str, enum.Enum):
@@ -140,7 +192,7 @@ def _status_of(acct: config.Account) -> Status:
     signed_in = State.SIGNED_IN if present else State.GRANT_MISSING
     if present and os.path.exists(state.files(acct.name).rejected):
         signed_in = State.GRANT_REJECTED
-    return Status(acct.name, acct.email, signed_in, expires, store.describe(), username)
+    return Status(acct.name, acct.email, signed_in, expires, store.describe(acct.name), username)
 
 
 def render(rows: list[Status], now: float | None = None) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from . import __version__, errors, ui
 from .commands import Result
 from .errors import EXIT_CODES, MailtokenError, UsageError
+from .fast import optvalues
 from .fast.cached import DEFAULT_TIMEOUT
 
 
@@ -28,9 +29,36 @@ class Context:
 Run = Callable[[Context, argparse.Namespace], Result]
 
 
+def _checked(rule: Callable[[str], object]) -> Callable[[str], object]:
+    """An argparse type from an optvalues rule: its reason becomes the usage error's text."""
+
+    def convert(text: str) -> object:
+        try:
+            return rule(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    convert.__name__ = rule.__name__
+    return convert
+
+
+_SECONDS = _checked(optvalues.seconds)
+_PORT = _checked(optvalues.port)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def _check_value(self, action: argparse.Action, value: object) -> None:
+        # argparse lists every choice; a typo deserves the one it probably meant.
+        if action.choices is not None and value not in action.choices and isinstance(value, str):
+            import difflib
+
+            close = difflib.get_close_matches(value, [str(c) for c in action.choices], n=1, cutoff=0.6)
+            if close:
+                raise argparse.ArgumentError(action, f"invalid choice: '{value}' (did you mean '{close[0]}'?)")
+        super()._check_value(action, value)
 
 
 def _exit_codes_text() -> str:
@@ -38,7 +66,7 @@ def _exit_codes_text() -> str:
 
 
 def _timeout_option(p: argparse.ArgumentParser, help: str) -> None:
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS", help=help)
+    p.add_argument("--timeout", type=_SECONDS, default=DEFAULT_TIMEOUT, metavar="SECONDS", help=help)
 
 
 # --- token, xoauth2, oauthbearer -----------------------------------------------------------------------
@@ -57,7 +85,7 @@ def _add_secret(sub: Callable[..., argparse.ArgumentParser], name: str, help: st
         p.add_argument("--raw", action="store_true", help="print the unencoded string (for Python's imaplib etc.)")
     if name == "oauthbearer":
         p.add_argument("--host", help="server host name to put in the string")
-        p.add_argument("--port", type=int, help="server port to put in the string")
+        p.add_argument("--port", type=_PORT, help="server port to put in the string")
 
 
 def _run_secret(ctx: Context, args: argparse.Namespace) -> Result:
@@ -101,7 +129,7 @@ def _add_login(sub: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--timeout",
         dest="login_timeout",
-        type=float,
+        type=_SECONDS,
         default=None,
         metavar="SECONDS",
         help="give up waiting for the sign-in after this long (default: until the code expires)",
@@ -324,8 +352,13 @@ def render(result: Result) -> int:
 
 
 def main(argv: list[str]) -> int:
+    from . import nodump
+
+    nodump.forbid()  # before any secret is in memory
     try:
-        args = build_parser().parse_args(argv)
+        args, extra = build_parser().parse_known_args(argv)
+        if extra:  # the verb's own help, not the top level's, says what it takes
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)} (see 'mailtoken {args.command} --help')")
         ui.verbose = bool(getattr(args, "verbose", False))
         from . import paths
 

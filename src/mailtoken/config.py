@@ -139,13 +139,14 @@ class Config:
         if name in self.broken:
             raise self.broken[name]
         known = ", ".join(self.names()) or "none"
-        hint = _suggest(name, self.accounts)
-        raise ConfigError(
-            f"no account '{name}' in {self.path}{hint} (accounts: {known}): add it with 'mailtoken add {name}'"
-            if locations.valid_account_name(name)
-            else f"'{name}' is not a valid account name (letters, digits, . _ @ + -; at most 64)",
-            account=None,
-        )
+        close = difflib.get_close_matches(name, self.names(), n=1, cutoff=0.6)
+        if not locations.valid_account_name(name):
+            message = f"'{name}' is not a valid account name (letters, digits, . _ @ + -; at most 64)"
+        elif close:  # a typo: adding the misspelt account would be the wrong advice
+            message = f"no account '{name}' in {self.path}: did you mean '{close[0]}'? (accounts: {known})"
+        else:
+            message = f"no account '{name}' in {self.path} (accounts: {known}): add it with 'mailtoken add {name}'"
+        raise ConfigError(message, account=None)
 
 
 def _suggest(word: str, choices: Iterable[str]) -> str:
@@ -179,7 +180,10 @@ def parse(text: str, path: str, *, isolate: bool = False) -> Config:
         raise ConfigError(f"{path}: not valid TOML: nested too deeply") from None
     for key in data:
         if key not in TOP_LEVEL_KEYS:
-            raise ConfigError(f"{_where(path, None, key)}: unknown key{_suggest(key, TOP_LEVEL_KEYS)}")
+            hint = _suggest(key, TOP_LEVEL_KEYS)
+            if not hint and isinstance(data[key], dict) and set(ACCOUNT_KEYS) & set(data[key]):
+                hint = f" (an account's table is [accounts.{key}], not [{key}])"
+            raise ConfigError(f"{_where(path, None, key)}: unknown key{hint}")
     tables = data.get("accounts", {})
     if not isinstance(tables, dict):
         raise ConfigError(f"{path}: 'accounts' must be a table, like [accounts.work]")

@@ -38,6 +38,18 @@ class MailtokenError(Exception):
         # Extra diagnostics (error_description, correlation id) shown only with -v.
         self.detail = detail
 
+    @property
+    def message(self) -> str:
+        # Advice written where the account is not at hand (a provider's sign-in errors, the catalog) names the
+        # bare command; once the error knows its account, the command it advises names it too.
+        if self.account and "'mailtoken login'" in self._message:
+            return self._message.replace("'mailtoken login'", f"'mailtoken login {self.account}'")
+        return self._message
+
+    @message.setter
+    def message(self, text: str) -> None:
+        self._message = text
+
 
 class UsageError(MailtokenError):
     exit_code = EX_USAGE

@@ -143,7 +143,7 @@ def _load_grant(acct: Account) -> tuple[stores.GrantStore, str]:
         loaded = store.load(acct.name)
         if loaded is None:
             raise SignInRequired(
-                f"sign-in required (no grant in {store.describe()}): run 'mailtoken login {acct.name}'",
+                f"sign-in required (no grant in {store.describe(acct.name)}): run 'mailtoken login {acct.name}'",
                 account=acct.name,
             )
         blob = loaded
@@ -188,7 +188,8 @@ def _refresh(acct: Account, old: record.Record | None, stamp: str, deadline: Dea
     engine = providers.engine_for(acct)
     # A grantless engine (app-only: client credentials) asks with the app's own credential each time.
     store, blob = (None, "") if engine.grantless else _load_grant(acct)
-    ui.debug(f"{acct.name}: refreshing the access token (grant in {store.describe() if store else 'none: app-only'})")
+    where = store.describe(acct.name) if store else "none: app-only"
+    ui.debug(f"{acct.name}: refreshing the access token (grant in {where})")
     started = time.time()
     try:
         # From the moment the answer is in, the engine holds the deadline and signals (providers/base.py).

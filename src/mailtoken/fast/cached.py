@@ -40,10 +40,14 @@ def _parse(argv: list[str]) -> dict[str, str] | None:
             if not rest:
                 return None
             value = rest.pop(0)
-        if name == "--port" and not value.isdigit():
-            return None
-        if name == "--timeout" and not value.replace(".", "", 1).isdigit():
-            return None
+        if name in ("--port", "--timeout"):
+            from . import optvalues  # here, not at the top: most calls have no option, and pay nothing
+
+            try:
+                # Anything odd is the full CLI's to explain (a usage error), never a crash here.
+                (optvalues.port if name == "--port" else optvalues.seconds)(value)
+            except ValueError:
+                return None
         opts[name[2:]] = value
     return opts
 

@@ -13,8 +13,8 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 
-def ensure_private_dir(path: str) -> None:
-    """Create `path` and any missing parents as 0700, whatever the umask; refuse a foreign or open folder."""
+def _create_missing(path: str) -> None:
+    """Create `path` and any missing parents as 0700, whatever the umask; folders that exist are left alone."""
     import contextlib
 
     missing = []
@@ -30,6 +30,11 @@ def ensure_private_dir(path: str) -> None:
             os.mkdir(folder, DIR_MODE)
         # mkdir's mode is masked by the umask; chmod is not.
         os.chmod(folder, DIR_MODE)
+
+
+def ensure_private_dir(path: str) -> None:
+    """Create `path` and any missing parents as 0700, whatever the umask; refuse a foreign or open folder."""
+    _create_missing(path)
     st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode):
         raise NotADirectoryError(f"{path} is not a folder")
@@ -39,13 +44,28 @@ def ensure_private_dir(path: str) -> None:
         os.chmod(path, DIR_MODE)
 
 
+def write_users_file(path: str, data: bytes) -> None:
+    """Replace a file the user owns and places (the config): through a symlink to its target, atomically, 0600.
+
+    The folder is the user's (a dotfiles repository, $HOME): only the folders created here are made 0700.
+    """
+    _atomic_write(os.path.realpath(path), data, private_folder=False)
+
+
 def atomic_write(path: str, data: bytes) -> None:
     """Replace `path` with `data` so that a reader or a crash sees the old or the new file, never a part."""
+    _atomic_write(path, data, private_folder=True)
+
+
+def _atomic_write(path: str, data: bytes, private_folder: bool) -> None:
     import contextlib
     import tempfile
 
     folder = os.path.dirname(os.path.abspath(path))
-    ensure_private_dir(folder)
+    if private_folder:
+        ensure_private_dir(folder)
+    else:
+        _create_missing(folder)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix="~")
     try:
         os.fchmod(fd, FILE_MODE)
@@ -112,6 +132,8 @@ def read_private(path: str) -> bytes | None:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return None
+    except PermissionError:
+        raise PermissionError(f"{path} cannot be read ({_why_denied(path)})") from None
     try:
         st = os.fstat(fd)
         if st.st_uid != os.getuid():
@@ -130,6 +152,23 @@ def read_private(path: str) -> bytes | None:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def _why_denied(path: str) -> str:
+    """Why opening `path` for reading was refused, with what to do: said once, for every file read here."""
+    try:
+        st = os.lstat(path)
+    except PermissionError:
+        folder = os.path.dirname(os.path.abspath(path))
+        return f"permission denied: a folder above it, like {folder}, may not be entered: check their modes"
+    except OSError:
+        return "permission denied"
+    if st.st_uid != os.getuid():
+        return f"permission denied: it is owned by another user (uid {st.st_uid})"
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o400:
+        return f"permission denied although its mode is {mode:04o}: an ACL or a security module refuses it"
+    return f"permission denied: its mode is {mode:04o}: run 'chmod 600 {path}' if you trust its contents, or delete it"
 
 
 def remove(path: str) -> bool:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import http.server
 import os
-import socket
 import sys
 import threading
 import time
@@ -15,7 +13,7 @@ from typing import Any
 from .. import providers, state, tokens, ui
 from .. import store as stores
 from ..config import Account
-from ..errors import SignInRequired, UsageError
+from ..errors import MailtokenError, SignInRequired, UsageError
 from ..providers.base import Engine, ExitCondition, Grant
 from . import device
 
@@ -56,7 +54,7 @@ def login(acct: Account, config_path: str, method: str, timeout: float | None = 
         ui.say(f"{acct.name}: {note}")
     if warning:
         ui.say(f"{acct.name}: warning: {warning}")
-    ui.say(f"{acct.name}: signed in as {grant.username or acct.email}; grant kept in {store.describe()}")
+    ui.say(f"{acct.name}: signed in as {grant.username or acct.email}; grant kept in {store.describe(acct.name)}")
     return grant.username
 
 
@@ -71,7 +69,7 @@ def _device(acct: Account, engine: Engine, net_timeout: float, timeout: float | 
     flow = engine.start_device_flow(acct, net_timeout)
     info = flow.info
     url = info.get("verification_uri") or info.get("verification_url")
-    ui.say(f"{acct.name}: to sign in as {acct.email}, open {url} and enter the code {info['user_code']}")
+    device.tell(acct, str(url), info["user_code"])
     device.show(info["user_code"], acct.copy_code)
     return _wait(acct, info, timeout, lambda waiting: engine.finish_device_flow(acct, flow, waiting))
 
@@ -119,32 +117,6 @@ def _wait(
     finally:
         if tty:
             sys.stderr.write("\n")
-
-
-class _Receiver(http.server.BaseHTTPRequestHandler):
-    result: dict[str, str] | None = None
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
-        if "code" not in query and "error" not in query:
-            self.send_response(404)
-            self.end_headers()
-            return
-        type(self).result = query
-        ok = "code" in query
-        body = (
-            "<html><body><h1>mailtoken: signed in</h1><p>You can close this window.</p></body></html>"
-            if ok
-            else "<html><body><h1>mailtoken: sign-in failed</h1><p>See the terminal.</p></body></html>"
-        ).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # the query holds the code: never log it
-        pass
 
 
 def browser_available() -> bool:
@@ -201,10 +173,6 @@ def _paste(acct: Account, engine: Engine, net_timeout: float, timeout: float, **
     return engine.finish_auth_code_flow(acct, flow, paste.read_redirect(acct, redirect, timeout))
 
 
-class _V6Server(http.server.HTTPServer):
-    address_family = socket.AF_INET6
-
-
 def _loopback(acct: Account) -> tuple[str, int, str | None]:
     """Host and port to receive the browser's redirect on, and the fixed redirect URI if the account has one
     (a fixed port is what `ssh -L PORT:127.0.0.1:PORT` needs); else the provider's host on a free port."""
@@ -224,21 +192,14 @@ def _loopback(acct: Account) -> tuple[str, int, str | None]:
 
 
 def _browser(acct: Account, engine: Engine, net_timeout: float, timeout: float, **flow_kw: Any) -> Grant:
-    handler: type[_Receiver] = type("Receiver", (_Receiver,), {"result": None})
+    from . import loopback
+
     host, port, fixed = _loopback(acct)
-    try:
-        v6 = host == "::1"
-        server = (_V6Server if v6 else http.server.HTTPServer)(("::1" if v6 else "127.0.0.1", port), handler)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot listen on port {port} for the browser's answer ({exc.strerror}): free it, or change redirect_uri",
-            account=acct.name,
-        ) from None
-    port = server.server_address[1]
-    try:
+    with loopback.Receiver(host, port, acct.name) as receiver:
         # Entra and Google accept any port on a loopback redirect URI, so a free port works unless one is fixed.
-        redirect = fixed or f"http://{host}:{port}"
+        redirect = fixed or f"http://{host}:{receiver.port}"
         flow = engine.start_auth_code_flow(acct, redirect, net_timeout, **flow_kw)
+        receiver.start(flow.info["state"], timeout)
         url = flow.info["auth_uri"]
         ui.say(f"{acct.name}: to sign in as {acct.email}, open this URL in a browser on this machine:")
         print(url, file=sys.stderr, flush=True)
@@ -246,17 +207,24 @@ def _browser(acct: Account, engine: Engine, net_timeout: float, timeout: float, 
             import webbrowser
 
             threading.Thread(target=webbrowser.open, args=(url,), daemon=True).start()
-        end = time.monotonic() + timeout
-        server.timeout = 1.0
-        while handler.result is None:
-            if time.monotonic() > end:
-                raise SignInRequired(
-                    f"no answer from the browser in time: run 'mailtoken login {acct.name}' again", account=acct.name
-                )
-            server.handle_request()
-        return engine.finish_auth_code_flow(acct, flow, handler.result)
-    finally:
-        server.server_close()
+        answer = receiver.wait()
+        try:
+            grant = engine.finish_auth_code_flow(acct, flow, answer)
+        except Exception as exc:
+            from ..providers.base import ConsentNeeded
+
+            if isinstance(exc, ConsentNeeded):
+                receiver.done("one more step", "The provider asks for your consent: a new sign-in page opens.")
+            else:
+                why = exc.message if isinstance(exc, MailtokenError) else "an internal error"
+                receiver.done("sign-in failed", f"{why}. Go back to the terminal where mailtoken runs.")
+            raise
+        receiver.done(
+            "signed in",
+            f"{acct.name} is signed in as {grant.username or acct.email}. "
+            "You can close this tab and go back to the terminal where mailtoken runs.",
+        )
+        return grant
 
 
 def logout(acct: Account) -> list[str]:
@@ -270,7 +238,7 @@ def logout(acct: Account) -> list[str]:
         try:
             store.check()
             if store.delete(acct.name):
-                removed.append(f"grant in {store.describe()}")
+                removed.append(f"grant in {store.describe(acct.name)}")
         except Exception:
             if remembered and remembered.get("store") == name:
                 raise

@@ -23,7 +23,8 @@ class GrantStore(Protocol):
     def check(self) -> None:
         """Raise StoreUnavailable(reason and fix) unless the store can be used now."""
 
-    def describe(self) -> str: ...
+    def describe(self, account: str | None = None) -> str:
+        """Where the grant is (the file store names the account's file)."""
 
     def load(self, account: str) -> str | None: ...
 
@@ -80,7 +81,7 @@ def choose_for_login(acct: Account) -> tuple[GrantStore, str | None]:
         file_store = by_name("file")
         return (
             file_store,
-            f"keyring not usable ({exc.message.split(':')[0]}); keeping the grant in {file_store.describe()}",
+            f"keyring not usable ({exc.message.split(':')[0]}); keeping the grant in {file_store.describe(acct.name)}",
         )
     return keyring_store, None
 

@@ -18,8 +18,8 @@ class FileStore:
     def _path(self, account: str) -> str:
         return os.path.join(self.folder, account + ".json")
 
-    def describe(self) -> str:
-        return f"file {self.folder}{os.sep}<account>.json (mode 0600)"
+    def describe(self, account: str | None = None) -> str:
+        return f"file {self._path(account)} (mode 0600)" if account else f"file store {self.folder}"
 
     def check(self) -> None:
         try:

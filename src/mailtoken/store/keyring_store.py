@@ -51,7 +51,7 @@ class KeyringStore:
         self._kr = kr
         return kr
 
-    def describe(self) -> str:
+    def describe(self, account: str | None = None) -> str:
         try:
             return f"keyring ({_backend_name(self._keyring())})"
         except StoreUnavailable:
