@@ -190,6 +190,46 @@ def _run_test(ctx: Context, args: argparse.Namespace) -> int:
     return doctor.run_cli(_account(ctx, args.account), ctx.config_path, args)
 
 
+# --- sendmail ----------------------------------------------------------------------------------------------
+
+
+def _add_sendmail(p: argparse.ArgumentParser) -> None:
+    """What --help and the man page show; the command reads its sendmail(8) flags itself (graph/message.py)."""
+    p.add_argument("account", nargs="?", help="account name from the config (not with --flush)")
+    p.add_argument(
+        "recipients", nargs="*", metavar="RECIPIENT", help="envelope recipients (with -t: added to the headers')"
+    )
+    p.add_argument("-t", action="store_true", help="also send to the To, Cc and Bcc headers' addresses")
+    p.add_argument("-i", action="store_true", help="a line with a single dot does not end the message (also -oi)")
+    p.add_argument("-f", metavar="ADDR", help="envelope sender; the From address when the message has none")
+    p.add_argument("-F", metavar="NAME", help="full name for a From header the message lacks")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help=f"one deadline for the whole command, retries included (default {DEFAULT_TIMEOUT:g})",
+    )
+    p.add_argument("--queue", metavar="DIR", help="keep a message that could not be sent now in DIR (then exit 0)")
+    p.add_argument("--flush", action="store_true", help="send the messages kept in --queue DIR")
+
+
+def _run_sendmail(argv: list[str], verbose: bool = False) -> int:
+    from .graph import sendmail
+
+    return sendmail.main(argv, verbose)
+
+
+def _sendmail_argv(argv: list[str]) -> tuple[list[str], bool] | None:
+    """`[-v] sendmail ARGS...` without --help: ARGS for graph/sendmail.py, which parses sendmail's flags."""
+    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if at is None or argv[at] != "sendmail" or not all(a in ("-v", "--verbose") for a in argv[:at]):
+        return None
+    if {"-h", "--help"} & set(argv[at + 1 :]):
+        return None
+    return argv[at + 1 :], at > 0
+
+
 # --- parser ------------------------------------------------------------------------------------------------
 
 
@@ -309,6 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("client", help="msmtp, mbsync, neomutt, mutt, offlineimap3, getmail6, aerc or curl")
     p.add_argument("account")
 
+    p = verb("sendmail", 'send the message on stdin with Microsoft Graph (a sendmail(8) for send = "graph")', None)
+    _add_sendmail(p)
+
     p = verb("test", "sign in to the mail servers with the token (IMAP, POP, SMTP) and explain failures", _run_test)
     p.add_argument("account")
     for proto, example in (("imap", "imaps://HOST:993"), ("pop", "pop3s://HOST:995"), ("smtp", "smtp://HOST:587")):
@@ -336,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     ctx: Context | None = None
     args: argparse.Namespace | None = None
+    sendmail_args = _sendmail_argv(argv)
+    if sendmail_args is not None:
+        return _run_sendmail(*sendmail_args)
     try:
         args = build_parser().parse_args(argv)
         ui.verbose = bool(getattr(args, "verbose", False))

@@ -23,8 +23,11 @@ def login(acct: Account, config_path: str, method: str, timeout: float | None = 
     """Sign in, store the grant and the first access token. Returns the username that signed in."""
     if providers.app_only(acct):
         from . import apponly
+        from .graph import consent
 
-        return apponly.login(acct, config_path)
+        who = apponly.login(acct, config_path)
+        consent.after_login(acct, config_path, "app")
+        return who
     if method == "default":
         method = _default_method(acct)
     # Check the store before asking a human to sign in: a grant we cannot keep is a wasted sign-in.
@@ -62,6 +65,9 @@ def login(acct: Account, config_path: str, method: str, timeout: float | None = 
     if warning:
         ui.say(f"{acct.name}: warning: {warning}")
     ui.say(f"{acct.name}: signed in as {grant.username or acct.email}; grant kept in {store.describe()}")
+    from .graph import consent
+
+    consent.after_login(acct, config_path, method, timeout)  # send = "graph": the Graph token too
     return grant.username
 
 
@@ -266,6 +272,8 @@ def logout(acct: Account) -> list[str]:
     removed = []
     if fsutil.remove(tokens.record_path(acct.name)):
         removed.append("access-token record")
+    if fsutil.remove(tokens.record_path(acct.name, "graph")):
+        removed.append("Graph access-token record")
     if fsutil.remove(tokens.rescue_path(acct.name)):
         removed.append("rescued grant")
     for leftover in (tokens.rejected_path(acct.name), tokens.wait_path(acct.name)):

@@ -41,8 +41,10 @@ from .errors import MailtokenError, SignInRequired, StoreUnavailable, TemporaryF
 NET_TIMEOUT = 20.0
 
 
-def record_path(account: str) -> str:
-    return record.path_for(paths.record_dir(), account)
+def record_path(account: str, resource: str | None = None) -> str:
+    """The record of the account's mail token, or of its token for another `resource` (like "graph"): a
+    second access token from the same grant. "~" cannot occur in an account name, so names never collide."""
+    return record.path_for(paths.record_dir(), account if resource is None else f"{account}~{resource}")
 
 
 def rescue_path(account: str) -> str:
@@ -50,9 +52,9 @@ def rescue_path(account: str) -> str:
     return os.path.join(paths.grants_dir(), account + ".rescue.json")
 
 
-def read_record(account: str) -> record.Record | None:
+def read_record(account: str, resource: str | None = None) -> record.Record | None:
     try:
-        return record.read(record_path(account))
+        return record.read(record_path(account, resource))
     except PermissionError as exc:
         raise StoreUnavailable(str(exc), account=account) from None
     except OSError:
@@ -60,15 +62,23 @@ def read_record(account: str) -> record.Record | None:
 
 
 def get(
-    acct: Account, config_path: str, deadline: Deadline, *, min_validity: float = 0, serve_stale: bool = True
+    acct: Account,
+    config_path: str,
+    deadline: Deadline,
+    *,
+    min_validity: float = 0,
+    serve_stale: bool = True,
+    resource: str | None = None,
 ) -> record.Record:
     """A fresh token for the account: the record's, or one single-flight refresh.
 
     `min_validity` also refreshes a fresh token that expires within that many seconds (timers); with
-    `serve_stale` False a temporary failure is reported even while the old token is still usable.
+    `serve_stale` False a temporary failure is reported even while the old token is still usable. `resource`
+    names another resource's token from the same grant (providers' engines know which scopes it means); its
+    refresh takes the same per-account lock, since it rotates the same refresh token.
     """
     try:
-        return _get(acct, config_path, deadline, min_validity, serve_stale)
+        return _get(acct, config_path, deadline, min_validity, serve_stale, resource)
     except MailtokenError as exc:
         if exc.account is None:  # a store's error names no account; the line on stderr must
             exc.account = acct.name
@@ -80,18 +90,20 @@ def _fresh_enough(rec: record.Record, stamp: str, min_validity: float) -> bool:
     return rec.fresh(now, stamp) and rec.expires - now >= min_validity
 
 
-def _get(acct: Account, config_path: str, deadline: Deadline, min_validity: float, serve_stale: bool) -> record.Record:
+def _get(
+    acct: Account, config_path: str, deadline: Deadline, min_validity: float, serve_stale: bool, resource: str | None
+) -> record.Record:
     stamp = record.config_stamp(config_path)
-    rec = read_record(acct.name)
+    rec = read_record(acct.name, resource)
     if rec is not None and _fresh_enough(rec, stamp, min_validity):
         ui.debug(f"{acct.name}: cached access token valid until {time.ctime(rec.expires)}")
         return rec
     with lock.account_lock(acct.name, deadline.remaining()):
-        rec = read_record(acct.name)
+        rec = read_record(acct.name, resource)
         if rec is not None and _fresh_enough(rec, stamp, min_validity):
             ui.debug(f"{acct.name}: another process refreshed the token while we waited")
             return rec
-        return _refresh(acct, rec if serve_stale else None, stamp, deadline)
+        return _refresh(acct, rec if serve_stale else None, stamp, deadline, resource)
 
 
 def rejected_path(account: str) -> str:
@@ -160,7 +172,9 @@ def _remember_wait(acct: Account, seconds: int) -> None:
         fsutil.atomic_write(wait_path(acct.name), json.dumps({"until": int(time.time()) + seconds}).encode())
 
 
-def _refresh(acct: Account, old: record.Record | None, stamp: str, deadline: Deadline) -> record.Record:
+def _refresh(
+    acct: Account, old: record.Record | None, stamp: str, deadline: Deadline, resource: str | None = None
+) -> record.Record:
     until = _waiting(acct)
     if until is not None:
         when = time.strftime("%H:%M:%S", time.localtime(until))
@@ -176,7 +190,8 @@ def _refresh(acct: Account, old: record.Record | None, stamp: str, deadline: Dea
     started = time.time()
     try:
         # From the moment the answer is in, the engine holds the deadline and signals (deadline.hold).
-        grant = engine.refresh(acct, blob, timeout=max(1.0, min(deadline.remaining(), NET_TIMEOUT)))
+        timeout = max(1.0, min(deadline.remaining(), NET_TIMEOUT))
+        grant = engine.refresh(acct, blob, timeout=timeout, **({"resource": resource} if resource else {}))
     except TemporaryFailure as exc:
         release()
         if exc.retry_after:
@@ -193,7 +208,7 @@ def _refresh(acct: Account, old: record.Record | None, stamp: str, deadline: Dea
     with critical():
         warning = save_grant(acct, store, grant.blob) if store is not None else None
         rec = make_record(acct, grant.access_token, grant.expires_in, started, stamp)
-        record.write(record_path(acct.name), rec)
+        record.write(record_path(acct.name, resource), rec)
         fsutil.remove(wait_path(acct.name))
     if warning:
         ui.say(f"{acct.name}: warning: {warning}")

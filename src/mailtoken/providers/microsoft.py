@@ -27,9 +27,14 @@ def authority_for(acct: Account) -> str:
     return f"{providers.cloud(acct.provider, acct.cloud)['authority_host']}/{acct.tenant}"
 
 
-def scopes_for(acct: Account) -> list[str]:
-    resource = providers.cloud(acct.provider, acct.cloud)["resource"]
-    return [f"{resource}/{scope}" for scope in providers.spec(acct.provider)["scopes"]]
+def scopes_for(acct: Account, resource: str | None = None) -> list[str]:
+    """The delegated scopes of one token request: the mail token's, or ("graph") the Graph token's."""
+    if resource == "graph":
+        from ..graph import scopes
+
+        return scopes.delegated(acct)
+    resource_url = providers.cloud(acct.provider, acct.cloud)["resource"]
+    return [f"{resource_url}/{scope}" for scope in providers.spec(acct.provider)["scopes"]]
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -219,13 +224,13 @@ def _grant(acct: Account, result: dict[str, Any] | None, cache: Any) -> Grant:
     )
 
 
-def refresh(acct: Account, blob: str, timeout: float) -> Grant:
+def refresh(acct: Account, blob: str, timeout: float, resource: str | None = None) -> Grant:
     import msal
 
     if providers.app_only(acct):  # client credentials: no grant, a new token from the app's own credential
         from . import microsoft_app
 
-        return microsoft_app.acquire(acct, timeout)
+        return microsoft_app.acquire(acct, timeout, resource)
     cache = msal.SerializableTokenCache()
     try:
         cache.deserialize(blob)
@@ -245,19 +250,25 @@ def refresh(acct: Account, blob: str, timeout: float) -> Grant:
     _answers.hold_on_answer = True
     try:
         result = _call(
-            acct, lambda: app.acquire_token_silent_with_error(scopes_for(acct), account=account, force_refresh=True)
+            # Entra's refresh tokens are multi-resource: the same grant yields the Graph token (if consented).
+            acct,
+            lambda: app.acquire_token_silent_with_error(
+                scopes_for(acct, resource), account=account, force_refresh=True
+            ),
         )
     finally:
         _answers.hold_on_answer = False
     return _grant(acct, result, cache)
 
 
-def start_device_flow(acct: Account, timeout: float) -> tuple[Any, Any, dict[str, Any]]:
+def start_device_flow(acct: Account, timeout: float, resource: str | None = None) -> tuple[Any, Any, dict[str, Any]]:
     import msal
 
     cache = msal.SerializableTokenCache()
     app = _app(acct, cache, timeout)
-    flow = _call(acct, lambda: app.initiate_device_flow(scopes=scopes_for(acct)))
+    # One resource per device code: Entra lets /devicecode consent to several, then refuses to redeem the code
+    # (AADSTS28000); graph/consent.py asks for a second code when the Graph scopes were never consented.
+    flow = _call(acct, lambda: app.initiate_device_flow(scopes=scopes_for(acct, resource)))
     if "user_code" not in flow:
         raise providers.error_from_response(flow, acct.name)
     return app, cache, flow
@@ -284,9 +295,14 @@ def start_auth_code_flow(acct: Account, redirect_uri: str, timeout: float) -> tu
     with warnings.catch_warnings():
         # msal warns about the query response mode; our loopback receiver reads the query, and stderr is the user's.
         warnings.simplefilter("ignore", UserWarning)
+        # The Graph scopes ride along for consent only (msal's extra_scopes_to_consent, which only its own
+        # acquire_token_interactive has): the authorize request may name several resources, the code's
+        # redemption names one (finish_auth_code_flow).
         flow = _call(
             acct,
-            lambda: app.initiate_auth_code_flow(scopes_for(acct), redirect_uri=redirect_uri, login_hint=acct.email),
+            lambda: app.initiate_auth_code_flow(
+                scopes_for(acct) + _extra_consent(acct), redirect_uri=redirect_uri, login_hint=acct.email
+            ),
         )
     return app, cache, flow
 
@@ -298,8 +314,13 @@ def finish_auth_code_flow(acct: Account, app: Any, cache: Any, flow: dict[str, A
         )
     if "error" in response:
         raise providers.error_from_response(response, acct.name)
-    result = _call(acct, lambda: app.acquire_token_by_auth_code_flow(flow, response))
+    result = _call(acct, lambda: app.acquire_token_by_auth_code_flow(flow, response, scopes=scopes_for(acct)))
     return _grant(acct, result, cache)
+
+
+def _extra_consent(acct: Account) -> list[str]:
+    """Scopes of other resources this account's sign-in consents to (Graph's, for send = "graph")."""
+    return scopes_for(acct, "graph") if getattr(acct, "send", "smtp") == "graph" else []
 
 
 def resume_device_flow(

@@ -16,12 +16,14 @@ from . import credentials, microsoft
 from .base import Grant
 
 
-def scopes_for(acct: Account) -> list[str]:
+def scopes_for(acct: Account, resource: str | None = None) -> list[str]:
     cloud = providers.cloud(acct.provider, acct.cloud)
+    if resource == "graph":  # the Mail.Send application permission on Microsoft Graph
+        return [f"{cloud['graph']}/.default"]
     return [f"{cloud.get('app_resource', cloud['resource'])}/.default"]
 
 
-def acquire(acct: Account, timeout: float) -> Grant:
+def acquire(acct: Account, timeout: float, resource: str | None = None) -> Grant:
     import msal
 
     credential: Any = credentials.certificate(acct) if acct.certificate else credentials.client_secret(acct, timeout)
@@ -39,7 +41,7 @@ def acquire(acct: Account, timeout: float) -> Grant:
             **kwargs,
         ),
     )
-    result = microsoft._call(acct, lambda: app.acquire_token_for_client(scopes=scopes_for(acct)))
+    result = microsoft._call(acct, lambda: app.acquire_token_for_client(scopes=scopes_for(acct, resource)))
     if not result or "error" in result:
         error = providers.error_from_response(result or {"error": "no_answer"}, acct.name)
         error.grant_rejected = False  # there is no grant to mark: the secret or the app is the problem
