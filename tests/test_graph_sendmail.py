@@ -227,3 +227,56 @@ def test_an_app_only_account_sends_to_users_from_with_the_graph_default_scope(
     assert graph.requests[-1]["path"] == f"/v1.0/users/{EMAIL}/sendMail"
     scopes = [r["form"].get("scope") for r in fake.requests if r["form"].get("grant_type") == "client_credentials"]
     assert "https://graph.microsoft.com/.default" in scopes
+
+
+def _with_attachment(size: int) -> bytes:
+    from email.message import EmailMessage
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = EMAIL, "bob@fabrikam.com", "the build"
+    msg.set_content("Attached: the build.\n")
+    payload = bytes(range(256)) * (size // 256)
+    msg.add_attachment(payload, maintype="application", subtype="octet-stream", filename="build.bin")
+    return msg.as_bytes()
+
+
+def test_a_5_mb_message_goes_through_a_draft_and_an_upload_session(env: Env, fake: FakeEntra, graph: FakeGraph) -> None:
+    add_graph_account(env, fake, graph, extra="graph_large = true\n")
+    assert "Mail.Send, Mail.ReadWrite" in sign_in(env, fake)
+    data = _with_attachment(4 * 1024 * 1024)
+    assert len(data) > 5 * 1024 * 1024
+    out = sendmail(env, "work", "-t", "-i", data=data)
+    assert out.returncode == 0, out.stderr
+    [sent] = graph.sent
+    assert sent.recipients == ["bob@fabrikam.com"] and b"Attached: the build." in sent.mime
+    assert [a["name"] for a in sent.attachments] == ["build.bin"]
+    assert sent.attachments[0]["data"] == bytes(range(256)) * (4 * 1024 * 1024 // 256)
+    puts = [r for r in graph.requests if r["method"] == "PUT"]
+    assert len(puts) == 1 and max(r["size"] for r in graph.requests) <= 4 * 1024 * 1024 + 1024
+
+
+def test_a_large_message_without_graph_large_exits_65_naming_the_setting(sender: Env, graph: FakeGraph) -> None:
+    out = sendmail(sender, "work", "-t", "-i", data=_with_attachment(3 * 1024 * 1024))
+    assert out.returncode == 65 and b"graph_large = true" in out.stderr and graph.requests == []
+
+
+def test_a_200_mb_message_is_refused_before_any_upload(sender: Env, graph: FakeGraph) -> None:
+    data = b"To: bob@fabrikam.com\nSubject: big\n\n" + b"x" * (200 * 1024 * 1024)
+    out = sendmail(sender, "work", "-t", "-i", data=data)
+    assert out.returncode == 65 and b"150 MB" in out.stderr
+    assert graph.requests == []
+
+
+def test_queue_keeps_a_message_graph_could_not_take_and_flush_sends_it(sender: Env, graph: FakeGraph) -> None:
+    queue = sender.root / "queue"
+    graph.inject("status", count=20, status=503)
+    out = sendmail(sender, "work", "-t", "-i", "--timeout", "2", "--queue", str(queue))
+    assert out.returncode == 0 and b"kept in" in out.stderr
+    [kept] = list(queue.glob("*.mail"))
+    assert kept.stat().st_mode & 0o777 == 0o600 and graph.sent == []
+    with graph._lock:
+        graph._faults.clear()
+    flushed = sendmail(sender, "--flush", "--queue", str(queue), data=b"")
+    assert flushed.returncode == 0, flushed.stderr
+    assert list(queue.glob("*.mail")) == [] and len(graph.sent) == 1
+    assert sorted(graph.sent[0].recipients) == ["bob@fabrikam.com", "carol@fabrikam.com", "hidden@fabrikam.com"]
