@@ -71,14 +71,14 @@ def test_sendmail_honours_the_envelope_and_keeps_bcc_out_of_delivered_copies(
     assert "Grüße".encode() in sent.delivered and b"after a dot line" in sent.delivered
 
 
-def test_t_takes_recipients_from_the_headers_and_a_dot_line_ends_the_message_without_i(
+def test_t_takes_recipients_from_the_headers_and_a_dot_line_never_ends_the_message(
     sender: Env, graph: FakeGraph
 ) -> None:
     out = sendmail(sender, "work", "-t")
     assert out.returncode == 0, out.stderr
     [sent] = graph.sent
     assert sorted(sent.recipients) == ["bob@fabrikam.com", "carol@fabrikam.com", "hidden@fabrikam.com"]
-    assert b"after a dot line" not in sent.mime and b"Bcc: hidden@fabrikam.com\r\n" in sent.mime
+    assert b"\r\n.\r\nafter a dot line" in sent.mime and b"Bcc: hidden@fabrikam.com\r\n" in sent.mime
     assert b"hidden" not in sent.delivered
 
 

@@ -200,7 +200,9 @@ def _add_sendmail(p: argparse.ArgumentParser) -> None:
         "recipients", nargs="*", metavar="RECIPIENT", help="envelope recipients (with -t: added to the headers')"
     )
     p.add_argument("-t", action="store_true", help="also send to the To, Cc and Bcc headers' addresses")
-    p.add_argument("-i", action="store_true", help="a line with a single dot does not end the message (also -oi)")
+    p.add_argument(
+        "-i", action="store_true", help="accepted, like -oi: a line with a single dot never ends the message"
+    )
     p.add_argument("-f", metavar="ADDR", help="envelope sender; the From address when the message has none")
     p.add_argument("-F", metavar="NAME", help="full name for a From header the message lacks")
     p.add_argument(

@@ -7,6 +7,8 @@ envelope is honoured exactly, as an MTA would:
 - a To/Cc address that is not in the envelope would still get the message from Graph, so such a message is
   refused (exit 65) rather than delivered to someone the caller did not name.
 Bare LF line ends become CRLF (what an SMTP client sends); every other byte, 8-bit included, is kept as is.
+As with msmtp, the message is everything up to the end of stdin: a line holding a single dot does not end it,
+so -i / -oi change nothing (mutt, given a $sendmail of its own, passes neither).
 """
 
 from __future__ import annotations
@@ -54,7 +56,6 @@ class Options:
     account: str | None = None
     recipients: list[str] = field(default_factory=list)
     from_headers: bool = False  # -t
-    dots: bool = True  # a line "." ends the message, unless -i / -oi
     sender: str | None = None  # -f / -r
     full_name: str | None = None  # -F
     timeout: float = 30.0
@@ -125,22 +126,12 @@ def _flag(arg: str, args: list[str], opts: Options) -> None:
             value = args.pop(0)
     if letter == "t" and arg == "-t":
         opts.from_headers = True
-    elif arg in ("-i", "-oi") or (letter == "O" and value and value.lower().startswith("ignoredots")):
-        opts.dots = False
     elif letter in ("f", "r"):
         opts.sender = value
     elif letter == "F":
         opts.full_name = value
-    else:  # harmless for a submission: -oem, -odi, -B8BITMIME, -N, -R, -V, -m, -n, -U, -h, -L, -X ...
+    else:  # harmless for a submission: -i, -oi, -oem, -odi, -B8BITMIME, -N, -R, -V, -m, -n, -U, -h, -L ...
         opts.ignored.append(arg if value is None or arg.endswith(value) else f"{arg} {value}")
-
-
-def read_body(data: bytes, dots: bool) -> bytes:
-    """Without -i, a line holding only "." ends the message (sendmail's default)."""
-    if not dots:
-        return data
-    match = re.search(rb"(?:^|\n)\.\r?(?:\n|$)", data)
-    return data if match is None else data[: match.start() + (1 if match.group().startswith(b"\n") else 0)]
 
 
 @dataclass

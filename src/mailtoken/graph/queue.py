@@ -25,7 +25,6 @@ def keep(opts: message.Options, data: bytes) -> str:
         "account": opts.account,
         "recipients": opts.recipients,
         "t": opts.from_headers,
-        "dots": opts.dots,
         "sender": opts.sender,
         "full_name": opts.full_name,
     }
@@ -54,7 +53,6 @@ def flush(opts: message.Options) -> int:
             account=meta["account"],
             recipients=list(meta["recipients"]),
             from_headers=bool(meta["t"]),
-            dots=bool(meta["dots"]),
             sender=meta.get("sender"),
             full_name=meta.get("full_name"),
             timeout=opts.timeout,

@@ -122,7 +122,7 @@ def send(opts: message.Options, data: bytes) -> None:
         )
     try:
         with deadline.enforced(acct.name):
-            prepared = message.prepare(message.read_body(data, opts.dots), opts, acct.email)
+            prepared = message.prepare(data, opts, acct.email)
             deliver(acct, config_path, prepared, deadline)
     except DeadlineExceeded:
         raise TemporaryFailure(
