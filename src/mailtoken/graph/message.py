@@ -16,18 +16,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from ..errors import MailtokenError, UsageError
+from ..errors import DataError, NoSuchUser, UsageError
 
-EX_DATAERR = 65
-EX_NOUSER = 67
-
-
-class BadMessage(MailtokenError):
-    exit_code = EX_DATAERR
-
-
-class RefusedMailbox(MailtokenError):
-    exit_code = EX_NOUSER
+BadMessage, RefusedMailbox = DataError, NoSuchUser
 
 
 # sendmail(8) flags that take a value (attached, "-fADDR", or the next argument, "-f ADDR").
