@@ -274,6 +274,7 @@ def logout(acct: Account) -> list[str]:
         removed.append("access-token record")
     if fsutil.remove(tokens.record_path(acct.name, "graph")):
         removed.append("Graph access-token record")
+    fsutil.remove(tokens.record_path(acct.name, "graph")[: -len(".token")] + ".send")  # graph/sendmail.Target
     if fsutil.remove(tokens.rescue_path(acct.name)):
         removed.append("rescued grant")
     for leftover in (tokens.rejected_path(acct.name), tokens.wait_path(acct.name)):

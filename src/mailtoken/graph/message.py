@@ -14,7 +14,6 @@ so -i / -oi change nothing (mutt, given a $sendmail of its own, passes neither).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from ..errors import DataError, NoSuchUser, UsageError
 
@@ -42,18 +41,29 @@ _REFUSED = {
 }
 
 
-@dataclass
 class Options:
-    account: str | None = None
-    recipients: list[str] = field(default_factory=list)
-    from_headers: bool = False  # -t
-    sender: str | None = None  # -f / -r
-    full_name: str | None = None  # -F
-    timeout: float = 30.0
-    queue: str | None = None
-    flush: bool = False
-    verbose: bool = False
-    ignored: list[str] = field(default_factory=list)
+    """What the command line asked for. A plain class: dataclasses would cost a cached send an import."""
+
+    def __init__(self, **values: object) -> None:
+        self.account: str | None = None
+        self.recipients: list[str] = []
+        self.from_headers = False  # -t
+        self.sender: str | None = None  # -f / -r
+        self.full_name: str | None = None  # -F
+        self.timeout = 30.0
+        self.queue: str | None = None
+        self.flush = False
+        self.verbose = False
+        self.ignored: list[str] = []
+        for key, value in values.items():
+            setattr(self, key, value)
+
+
+def getaddresses(values: list[str]) -> list[tuple[str, str]]:
+    """email.utils.getaddresses without email.utils' imports (socket, datetime, random: a cached send's time)."""
+    from email._parseaddr import AddressList
+
+    return [pair for value in values for pair in AddressList(value).addresslist]
 
 
 def parse_args(argv: list[str]) -> Options:
@@ -125,17 +135,15 @@ def _flag(arg: str, args: list[str], opts: Options) -> None:
         opts.ignored.append(arg if value is None or arg.endswith(value) else f"{arg} {value}")
 
 
-@dataclass
 class Prepared:
-    mime: bytes
-    recipients: list[str]  # the envelope: exactly who gets the message
-    from_address: str
+    def __init__(self, mime: bytes, recipients: list[str], from_address: str) -> None:
+        self.mime = mime
+        self.recipients = recipients  # the envelope: exactly who gets the message
+        self.from_address = from_address
 
 
 def prepare(data: bytes, opts: Options, account_email: str) -> Prepared:
     """The MIME text to submit and the envelope it honours (see the module's text)."""
-    import email.utils
-
     data = re.sub(rb"(?<!\r)\n", b"\r\n", data)
     if data.startswith(b"From "):  # an mbox separator line, not a header field (sendmail drops it too)
         data = data.split(b"\r\n", 1)[1] if b"\r\n" in data else b""
@@ -153,12 +161,12 @@ def prepare(data: bytes, opts: Options, account_email: str) -> Prepared:
 
     def addresses(name: bytes) -> list[str]:
         values = [_value(f) for f in fields if _name(f) == name]
-        return [a for _, a in email.utils.getaddresses(values) if a]
+        return [a for _, a in getaddresses(values) if a]
 
     to_cc = addresses(b"to") + addresses(b"cc")
     envelope: list[str] = []
     for value in opts.recipients:  # "a, b" as one argument is two recipients
-        envelope += [a for _, a in email.utils.getaddresses([value]) if a] or [value]
+        envelope += [a for _, a in getaddresses([value]) if a] or [value]
     if opts.from_headers:
         envelope += to_cc + addresses(b"bcc")
     envelope = _unique(envelope)
@@ -180,7 +188,7 @@ def prepare(data: bytes, opts: Options, account_email: str) -> Prepared:
     kept = [f for f in fields if _name(f) != b"bcc"]
     if hidden:
         kept.append(b"Bcc: " + ", ".join(hidden).encode("utf-8") + b"\r\n")
-    from_values = [a for _, a in email.utils.getaddresses([_value(f) for f in fields if _name(f) == b"from"]) if a]
+    from_values = [a for _, a in getaddresses([_value(f) for f in fields if _name(f) == b"from"]) if a]
     if not from_values:
         address = opts.sender or account_email
         kept.insert(0, b"From: " + _mailbox(opts.full_name, address) + b"\r\n")

@@ -3,9 +3,11 @@
 A non-zero exit means Graph did not accept the message, so the caller (git, mutt, cron) still has it; with
 `--queue DIR` a temporary failure keeps it in DIR for `mailtoken sendmail --flush --queue DIR` and exits 0.
 
-With a fresh Graph record this path imports neither msal nor requests nor keyring: it reads the record like
-fastpath.py does and speaks HTTPS with http.client. Only a stale record brings in tokens.py (one
-single-flight refresh under the account's lock, the same grant as the mail token).
+With a fresh Graph record this path imports neither msal nor requests nor keyring, nor even the config
+module: it reads the record like fastpath.py does, takes the account's sending settings from a small file
+beside it (Target, valid only for the config file it was made from) and speaks HTTPS over ssl sockets. Only a
+stale record brings in tokens.py (one single-flight refresh under the account's lock, the same grant as the
+mail token).
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ import base64
 import sys
 import time
 import urllib.parse
+from typing import TYPE_CHECKING
 
-from .. import errors, locations, record, ui
-from ..config import Account
+from .. import errors, fsutil, locations, record, ui
 from ..deadline import Deadline, DeadlineExceeded
 from ..errors import ConfigError, MailtokenError, SignInRequired, TemporaryFailure
-from . import client, message, scopes
+from . import client, message
 from .message import BadMessage
+
+if TYPE_CHECKING:
+    from ..config import Account
 
 # Graph's sendMail takes the MIME text base64-encoded in one request of at most 4 MB, and has been seen to drop
 # larger MIME silently (microsoft-graph-docs-contrib#3079: > 2240 KB): above this, a draft + upload session.
@@ -107,52 +112,143 @@ def load_account(name: str) -> tuple[Account, str]:
     return acct, path
 
 
+class Target:
+    """What a send needs from the account. Kept beside the Graph record (ACCOUNT~graph.send, no secret in it)
+    with the stamp of the config file it came from: a cached send then need not load and validate the config."""
+
+    MAGIC = "mailtoken-send 1"
+
+    def __init__(
+        self,
+        name: str,
+        email: str,
+        api_url: str,
+        shared: tuple[str, ...],
+        app_only: bool,
+        graph_large: bool,
+        hint: str,
+        acct: Account | None = None,
+    ) -> None:
+        self.name, self.email, self.api_url, self.shared = name, email, api_url, shared
+        self.app_only, self.graph_large, self.hint = app_only, graph_large, hint
+        self._acct = acct
+
+    @classmethod
+    def of(cls, acct: Account) -> Target:
+        from .. import providers
+        from . import scopes
+
+        return cls(
+            acct.name,
+            acct.email,
+            scopes.api_url(acct),
+            tuple(acct.shared),
+            providers.app_only(acct),
+            acct.graph_large,
+            consent_hint(acct),
+            acct,
+        )
+
+    def account(self) -> Account:
+        """The account itself, for a token refresh: loads the config only then."""
+        if self._acct is None:
+            self._acct = load_account(self.name)[0]
+        return self._acct
+
+    def dump(self, stamp: str) -> bytes:
+        values = [
+            self.name,
+            self.email,
+            self.api_url,
+            " ".join(self.shared),
+            str(int(self.app_only)),
+            str(int(self.graph_large)),
+            self.hint,
+        ]
+        if any("\n" in v for v in [stamp, *values]):
+            raise ValueError("a line break in a setting")
+        return "\n".join([self.MAGIC, stamp, *values, ""]).encode("utf-8")
+
+    @classmethod
+    def load(cls, name: str, stamp: str) -> Target | None:
+        try:
+            data = fsutil.read_private(target_path(name))
+        except OSError:
+            return None
+        lines = (data or b"").decode("utf-8", "replace").split("\n")
+        if len(lines) != 10 or lines[0] != cls.MAGIC or lines[1] != stamp or lines[2] != name:
+            return None
+        shared = tuple(lines[5].split()) if lines[5] else ()
+        return cls(lines[2], lines[3], lines[4], shared, lines[6] == "1", lines[7] == "1", lines[8])
+
+
+def target_for(name: str, config_path: str) -> Target:
+    stamp = record.config_stamp(config_path)
+    target = Target.load(name, stamp)
+    if target is not None:
+        return target
+    acct, _ = load_account(name)
+    target = Target.of(acct)
+    try:
+        fsutil.atomic_write(target_path(name), target.dump(stamp))
+    except (OSError, ValueError) as exc:  # it only saves the next send a config load
+        ui.debug(f"{name}: could not keep the sending settings: {exc}")
+    return target
+
+
 def send(opts: message.Options, data: bytes) -> None:
     assert opts.account is not None
-    acct, config_path = load_account(opts.account)
     if len(data) > MAX_SIZE:
         raise BadMessage(
             f"the message is larger than {MAX_SIZE // 2**20} MB, Exchange Online's largest message size: not sent",
-            account=acct.name,
+            account=opts.account,
         )
+    config_path = _config_path()
+    target = target_for(opts.account, config_path)
     deadline = Deadline(opts.timeout)
     if opts.ignored:
-        ui.debug(
-            f"{acct.name}: ignoring sendmail flags that do not change a Graph submission: {' '.join(opts.ignored)}"
-        )
+        ui.debug(f"{target.name}: ignoring sendmail flags that change nothing for Graph: {' '.join(opts.ignored)}")
     try:
-        with deadline.enforced(acct.name):
-            prepared = message.prepare(data, opts, acct.email)
-            deliver(acct, config_path, prepared, deadline)
+        with deadline.enforced(target.name):
+            prepared = message.prepare(data, opts, target.email)
+            deliver(target, config_path, prepared, deadline)
     except DeadlineExceeded:
         raise TemporaryFailure(
             f"gave up after {opts.timeout:g} s (--timeout): Graph or the identity platform did not answer in time; "
             "Graph did not confirm the message: try again later",
-            account=acct.name,
+            account=target.name,
         ) from None
+
+
+def _record_dir() -> str:
+    if locations.xdg_supported():
+        return locations.record_dir()
+    from .. import paths
+
+    return paths.record_dir()
 
 
 def record_path(account: str) -> str:
     # Must be tokens.record_path(account, "graph"); computed here so that a fresh record costs no tokens.py.
-    folder = locations.record_dir() if locations.xdg_supported() else None
-    if folder is None:
-        from .. import paths
-
-        folder = paths.record_dir()
-    return record.path_for(folder, f"{account}~{RESOURCE}")
+    return record.path_for(_record_dir(), f"{account}~{RESOURCE}")
 
 
-def graph_token(acct: Account, config_path: str, deadline: Deadline, force: bool = False) -> str:
+def target_path(account: str) -> str:
+    return record_path(account)[: -len(".token")] + ".send"
+
+
+def graph_token(target: Target, config_path: str, deadline: Deadline, force: bool = False) -> str:
     """The Graph access token: the record's while fresh, else (or with `force`, after a 401) a refresh."""
     if not force:
         try:
-            rec = record.read(record_path(acct.name))
+            rec = record.read(record_path(target.name))
         except OSError:
             rec = None
         if rec is not None and rec.fresh(time.time(), record.config_stamp(config_path)):
             return rec.token
     from .. import tokens
 
+    acct = target.account()
     try:
         rec = tokens.get(
             acct,
@@ -171,6 +267,7 @@ def graph_token(acct: Account, config_path: str, deadline: Deadline, force: bool
 
 def consent_hint(acct: Account) -> str:
     from .. import providers
+    from . import scopes
 
     if providers.app_only(acct):
         return (
@@ -183,29 +280,26 @@ def consent_hint(acct: Account) -> str:
     )
 
 
-def mailbox_path(acct: Account, from_address: str) -> str:
+def mailbox_path(target: Target, from_address: str) -> str:
     """/me, or /users/{address} for a shared mailbox's From (and always for an app acting on its own)."""
-    from .. import providers
-
-    own = from_address.lower() == acct.email.lower()
-    if providers.app_only(acct) or (not own and from_address.lower() in {a.lower() for a in acct.shared}):
+    own = from_address.lower() == target.email.lower()
+    if target.app_only or (not own and from_address.lower() in {a.lower() for a in target.shared}):
         return "/users/" + urllib.parse.quote(from_address, safe="@")
     return "/me"
 
 
-def deliver(acct: Account, config_path: str, prepared: message.Prepared, deadline: Deadline) -> None:
-    base = scopes.api_url(acct)
-    mailbox = mailbox_path(acct, prepared.from_address)
-    hint = consent_hint(acct)
+def deliver(target: Target, config_path: str, prepared: message.Prepared, deadline: Deadline) -> None:
+    base, name, hint = target.api_url, target.name, target.hint
+    mailbox = mailbox_path(target, prepared.from_address)
     conn = client.Connection(base, lambda: max(0.5, min(deadline.remaining(), client.NET_TIMEOUT)))
-    state = {"token": graph_token(acct, config_path, deadline), "refreshed": False}
-    ui.debug(f"{acct.name}: {len(prepared.mime)} bytes to {len(prepared.recipients)} recipients via {mailbox}")
+    state = {"token": graph_token(target, config_path, deadline), "refreshed": False}
+    ui.debug(f"{name}: {len(prepared.mime)} bytes to {len(prepared.recipients)} recipients via {mailbox}")
 
     def call(method: str, path: str, body: bytes | None, content_type: str | None) -> client.Answer:
         headers = {"Authorization": f"Bearer {state['token']}", "User-Agent": _agent()}
         if content_type:
             headers["Content-Type"] = content_type
-        return client.check(conn.request(method, base + path, body, headers), acct.name, prepared.from_address, hint)
+        return client.check(conn.request(method, base + path, body, headers), name, prepared.from_address, hint)
 
     def with_retries(method: str, path: str, body: bytes | None, content_type: str | None) -> client.Answer:
         tries = 0
@@ -216,19 +310,19 @@ def deliver(acct: Account, config_path: str, prepared: message.Prepared, deadlin
             except client.Unauthorized:
                 if state["refreshed"]:
                     raise SignInRequired(
-                        f"Graph refused a freshly refreshed token (HTTP 401): {hint}", account=acct.name
+                        f"Graph refused a freshly refreshed token (HTTP 401): {hint}", account=name
                     ) from None
-                ui.debug(f"{acct.name}: Graph refused the token (401): refreshing it once")
-                state["token"], state["refreshed"] = graph_token(acct, config_path, deadline, force=True), True
+                ui.debug(f"{name}: Graph refused the token (401): refreshing it once")
+                state["token"], state["refreshed"] = graph_token(target, config_path, deadline, force=True), True
             except (client.Retry, client.NotSent) as exc:
                 text = exc.text
                 wait = getattr(exc, "seconds", None)
                 wait = min(2.0**tries * 0.25, 8.0) if wait is None else wait
                 if tries >= _MAX_TRIES or wait > deadline.remaining() - 0.5:
                     raise TemporaryFailure(
-                        f"temporary failure: {text}; the message was not sent: try again later", account=acct.name
+                        f"temporary failure: {text}; the message was not sent: try again later", account=name
                     ) from None
-                ui.debug(f"{acct.name}: {text}: trying again in {wait:g} s")
+                ui.debug(f"{name}: {text}: trying again in {wait:g} s")
                 time.sleep(wait)
 
     try:
@@ -237,7 +331,7 @@ def deliver(acct: Account, config_path: str, prepared: message.Prepared, deadlin
             return
         from . import upload
 
-        upload.send(acct, prepared, mailbox, with_retries, deadline)
+        upload.send(target, prepared, mailbox, with_retries, deadline)
     finally:
         conn.close()
 

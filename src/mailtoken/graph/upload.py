@@ -13,9 +13,9 @@ import base64
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .. import ui
-from ..config import Account
 from ..deadline import Deadline
 from ..errors import TemporaryFailure
 from . import client
@@ -71,7 +71,7 @@ def split(mime: bytes) -> tuple[bytes, list[Attachment]]:
 Call = Callable[[str, str, bytes | None, str | None], client.Answer]
 
 
-def send(acct: Account, prepared: Prepared, mailbox: str, call: Call, deadline: Deadline) -> None:
+def send(acct: Any, prepared: Prepared, mailbox: str, call: Call, deadline: Deadline) -> None:
     from .sendmail import DIRECT_LIMIT
 
     if not acct.graph_large:
@@ -106,7 +106,7 @@ def send(acct: Account, prepared: Prepared, mailbox: str, call: Call, deadline: 
                 ui.debug(f"{acct.name}: could not delete the draft: {type(exc).__name__}")
 
 
-def _attach(acct: Account, mailbox: str, draft_id: str, item: Attachment, call: Call, deadline: Deadline) -> None:
+def _attach(acct: Any, mailbox: str, draft_id: str, item: Attachment, call: Call, deadline: Deadline) -> None:
     base = f"{mailbox}/messages/{draft_id}/attachments"
     if len(item.data) < SESSION_FROM:
         doc = {
