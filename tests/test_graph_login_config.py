@@ -102,3 +102,13 @@ def test_parallel_sends_with_a_stale_graph_token_refresh_once(sender: Env, fake:
     results = [p.communicate(b"To: bob@fabrikam.com\nSubject: n\n\nhi\n", timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0] * 5, results
     assert fake.counts["refresh_token"] == 1 and len(graph.sent) == 5
+
+
+def test_refresh_keeps_the_graph_token_fresh_too(sender: Env, fake: FakeEntra) -> None:
+    before = (sender.record_dir / "work~graph.token").read_text()
+    out = sender.run("refresh", "work", "--min-validity", "2h")  # longer than the fake's 1 h tokens
+    assert out.returncode == 0, out.stderr
+    after = (sender.record_dir / "work~graph.token").read_text()
+    assert after != before and fake.counts["refresh_token"] == 2  # the mail token, then the Graph token
+    token = after.split("token ", 1)[1].split("\n", 1)[0]
+    assert fake.issued_access_tokens[token]["scope"] == "https://graph.microsoft.com/Mail.Send"

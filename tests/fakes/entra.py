@@ -8,6 +8,10 @@ Deliberate differences from Entra: ``strict_rotation`` (Entra lets a refresh tok
 catches clients that lose or race their rotated token), unsigned ``alg: none`` id_tokens (msal never checks
 signatures), opaque access tokens, and ``deny()`` answering ``access_denied`` (RFC 8628's name; Entra's
 docs call it ``authorization_declined``).
+
+Consent is kept per user and app, as at Entra: a refresh asking for a scope nobody consented to (a device
+code's or an authorize request's scopes, or ``admin_consent``) answers AADSTS65001 consent_required, and an
+authorize request may name several resources (extraScopesToConsent) while each token request names one.
 """
 
 from __future__ import annotations
