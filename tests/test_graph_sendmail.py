@@ -280,3 +280,19 @@ def test_queue_keeps_a_message_graph_could_not_take_and_flush_sends_it(sender: E
     assert flushed.returncode == 0, flushed.stderr
     assert list(queue.glob("*.mail")) == [] and len(graph.sent) == 1
     assert sorted(graph.sent[0].recipients) == ["bob@fabrikam.com", "carol@fabrikam.com", "hidden@fabrikam.com"]
+
+
+def test_an_untrusted_graph_certificate_fails_at_once_with_75(sender: Env, graph: FakeGraph) -> None:
+    sender.vars["REQUESTS_CA_BUNDLE"] = sender.vars["REQUESTS_CA_BUNDLE"].replace("cas.pem", "fake/ca.pem")
+    started = time.monotonic()
+    out = sendmail(sender, "work", "-t")
+    assert out.returncode == 75 and b"TLS with 127.0.0.1 failed" in out.stderr
+    assert time.monotonic() - started < 5 and graph.requests == []
+
+
+def test_logout_removes_the_graph_record_and_settings(sender: Env, graph: FakeGraph) -> None:
+    assert sendmail(sender, "work", "-t").returncode == 0
+    assert sorted(p.name for p in sender.record_dir.glob("work~graph.*")) == ["work~graph.send", "work~graph.token"]
+    out = sender.run("logout", "work")
+    assert out.returncode == 0, out.stderr
+    assert list(sender.record_dir.glob("work~*")) == []

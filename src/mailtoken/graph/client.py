@@ -138,6 +138,13 @@ class Connection:
                 raise
         except OSError as exc:
             self.close()
+            import ssl
+
+            if isinstance(exc, ssl.SSLError):  # no retry can fix a certificate: say so at once
+                raise TemporaryFailure(
+                    f"temporary failure: TLS with {self.host} failed ({getattr(exc, 'reason', None) or _why(exc)}; a "
+                    "proxy, or REQUESTS_CA_BUNDLE, may be wrong): the message was not sent"
+                ) from None
             raise NotSent(f"cannot connect to {self.host} ({_why(exc)})") from None
         self._file = self._sock.makefile("rb")
 
