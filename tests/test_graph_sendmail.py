@@ -115,6 +115,8 @@ def test_flags_that_change_delivery_exit_64_naming_the_flag_and_harmless_ones_pa
         assert flag.encode() in out.stderr
     out = sendmail(sender, "work", "-oem", "-odi", "-B8BITMIME", "-N", "never", "-FCronDaemon", "-oi", "-t", "--")
     assert out.returncode == 0, out.stderr
+    assert sendmail(sender, "work", "-ti").returncode == 0  # a getopt cluster: -t -i
+    assert len(graph.sent) == 2
     assert sendmail(sender, "work", "-i").returncode == 64  # no recipients at all
     assert sendmail(sender, "work", "-i", "root").returncode == 67  # a local user is no Graph mailbox
 
@@ -296,3 +298,33 @@ def test_logout_removes_the_graph_record_and_settings(sender: Env, graph: FakeGr
     out = sender.run("logout", "work")
     assert out.returncode == 0, out.stderr
     assert list(sender.record_dir.glob("work~*")) == []
+
+
+def _put_graph_token(env: Env, token: str) -> None:
+    rec = env.record_dir / "work~graph.token"
+    text = rec.read_text()
+    rec.write_text(text.replace(text.split("token ", 1)[1].split("\n", 1)[0], token))
+
+
+def test_a_token_for_another_audience_is_refused_by_graph_and_replaced_once(
+    sender: Env, fake: FakeEntra, graph: FakeGraph
+) -> None:
+    _put_graph_token(sender, sender.run("token", "work").stdout.strip())  # the mail token: outlook.office.com
+    out = sendmail(sender, "work", "-t")
+    assert out.returncode == 0, out.stderr
+    assert fake.counts["refresh_token"] == 1 and len(graph.sent) == 1
+
+
+def test_a_graph_token_without_mail_send_exits_77_with_the_fix(sender: Env, fake: FakeEntra, graph: FakeGraph) -> None:
+    token = "graph-user-read-only-token-" + "x" * 40
+    with fake._lock:
+        fake._access_tokens[token] = {
+            "email": EMAIL,
+            "exp": time.time() + 3600,
+            "scope": "https://graph.microsoft.com/User.Read",
+            "client_id": "c",
+        }
+    _put_graph_token(sender, token)
+    out = sendmail(sender, "work", "-t")
+    assert out.returncode == 77 and b"ErrorAccessDenied" in out.stderr and b"mailtoken login work" in out.stderr
+    assert graph.sent == []

@@ -115,6 +115,9 @@ def _flag(arg: str, args: list[str], opts: Options) -> None:
     for refused, what in _REFUSED.items():
         if arg == refused or (refused in ("-q", "-C") and arg.startswith(refused)):
             raise UsageError(f"sendmail: {arg} ({what}) is not something a Graph submission can do")
+    if re.fullmatch(r"-[ti]+", arg):  # getopt-style clusters, like -ti
+        opts.from_headers = opts.from_headers or "t" in arg
+        return
     letter = arg[1]
     if letter == "b" and arg != "-bm":  # -bm, deliver mail, is what we do; other modes are not
         raise UsageError(f"sendmail: {arg} is not something a Graph submission can do (only -bm is)")
@@ -125,9 +128,7 @@ def _flag(arg: str, args: list[str], opts: Options) -> None:
             if not args:
                 raise UsageError(f"sendmail: {arg} needs a value")
             value = args.pop(0)
-    if letter == "t" and arg == "-t":
-        opts.from_headers = True
-    elif letter in ("f", "r"):
+    if letter in ("f", "r"):
         opts.sender = value
     elif letter == "F":
         opts.full_name = value
