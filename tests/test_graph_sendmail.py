@@ -331,3 +331,21 @@ def test_a_graph_token_without_mail_send_exits_77_with_the_fix(sender: Env, fake
     out = sendmail(sender, "work", "-t")
     assert out.returncode == 77 and b"ErrorAccessDenied" in out.stderr and b"mailtoken login work" in out.stderr
     assert graph.sent == []
+
+
+def test_a_second_401_after_the_refresh_exits_77(sender: Env, fake: FakeEntra, graph: FakeGraph) -> None:
+    graph.inject("status", count=2, status=401, code="InvalidAuthenticationToken")
+    out = sendmail(sender, "work", "-t")
+    assert out.returncode == 77 and b"freshly refreshed token" in out.stderr
+    assert fake.counts["refresh_token"] == 1 and graph.sent == []
+
+
+def test_a_failed_large_send_deletes_its_draft(env: Env, fake: FakeEntra, graph: FakeGraph) -> None:
+    add_graph_account(env, fake, graph, extra="graph_large = true\n")
+    sign_in(env, fake)
+    # Draft, upload session, then the send is refused: the draft must not stay behind half-made.
+    graph.inject("status", status=400, code="ErrorInvalidRecipients", skip=2)
+    out = sendmail(env, "work", "-t", data=_with_attachment(4 * 1024 * 1024))
+    assert out.returncode == 67, out.stderr
+    assert graph.sent == [] and graph.drafts == 0
+    assert [r["method"] for r in graph.requests][-1] == "DELETE"

@@ -9,7 +9,7 @@ To/Cc/Bcc, and the copy recipients get: the same bytes without the Bcc field).
 Endpoints: POST /v1.0/{me|users/ID}/sendMail (base64 MIME), POST .../messages (MIME draft), POST
 .../messages/ID/attachments[/createUploadSession], PUT /upload/SID (no Authorization, Content-Range),
 POST .../messages/ID/send, DELETE .../messages/ID. Faults: inject("status", status=429, retry_after=1,
-code=...), inject("hang", seconds=...), for the next requests to /v1.0.
+code=...), inject("hang", seconds=...), for the next requests to /v1.0 (skip=N: after N more).
 """
 
 from __future__ import annotations
@@ -101,6 +101,11 @@ class FakeGraph:
         self.stop()
 
     @property
+    def drafts(self) -> int:
+        with self._lock:
+            return len(self._drafts)
+
+    @property
     def url(self) -> str:
         return f"{self.base_url}/v1.0"
 
@@ -126,7 +131,11 @@ class FakeGraph:
         if parts[:1] != ["v1.0"]:
             return _error(404, "ResourceNotFound", f"{req.method} {req.path}")
         with self._lock:
-            fault = self._faults.popleft() if self._faults else None
+            fault = None
+            if self._faults and self._faults[0].get("skip", 0) > 0:
+                self._faults[0]["skip"] -= 1  # inject(..., skip=N): the fault hits the request after N more
+            elif self._faults:
+                fault = self._faults.popleft()
         if fault:
             if fault["kind"] == "hang":
                 self._stopping.wait(float(fault.get("seconds", 60)))
