@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pty
 import subprocess
+from pathlib import Path
 
 from mailtoken import __version__
 from tests.conftest import CLIENT_ID, MAILTOKEN, Env
@@ -124,22 +125,42 @@ def test_broken_pipe_is_quiet(signed_in: Env) -> None:
     assert "Traceback" not in proc.stderr
 
 
-def test_unexpected_failure_is_one_line_exit_70_without_secrets(signed_in: Env, fake: FakeEntra) -> None:
-    """An identity platform answering 200 without an access token is nothing we planned for: exit 70, one
-    line, and with -v the stack frames but never the exception's text (it could carry a token)."""
+def _break_record_writes(env: Env, tmp_path: Path, text: str) -> None:
+    """Make every record write fail with an exception we never planned for, carrying `text` (a secret)."""
+    folder = tmp_path / "broken"
+    folder.mkdir(exist_ok=True)
+    (folder / "sitecustomize.py").write_text(
+        "import os\n"
+        "if os.environ.get('MAILTOKEN_TEST_BREAK'):\n"
+        "    import mailtoken.fast.record as r\n"
+        "    def write(*args, **kwargs):\n"
+        "        raise RuntimeError(os.environ['MAILTOKEN_TEST_BREAK'])\n"
+        "    r.write = write\n"
+    )
+    env.vars.update(PYTHONPATH=str(folder), MAILTOKEN_TEST_BREAK=text)
+
+
+def test_unexpected_failure_is_one_line_exit_70_without_secrets(
+    signed_in: Env, fake: FakeEntra, tmp_path: Path
+) -> None:
+    """An exception we never planned for (here: a record write failing with a token in its text): exit 70,
+    one line, and with -v the stack frames but never the exception's text (it could carry a token).
+
+    (An identity platform answering 200 without an access token used to be the trigger; that is now a
+    temporary failure, exit 75, like every other unusable answer.)"""
     old = signed_in.run("token", "work").stdout.strip()
     (signed_in.record_dir / "work.token").unlink()
-    fake.inject("status", status=200, body='{"token_type": "Bearer", "expires_in": 3600, "scope": "x"}')
+    _break_record_writes(signed_in, tmp_path, old)
     out = signed_in.run("token", "work")
     assert out.returncode == 70, out.stderr
     assert out.stdout == ""
     assert out.stderr.startswith("mailtoken: internal error (") and "rerun with -v" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
-    fake.inject("status", status=200, body='{"token_type": "Bearer", "expires_in": 3600, "scope": "x"}')
     verbose = signed_in.run("-v", "token", "work")
     assert verbose.returncode == 70
     assert 'File "' in verbose.stderr, "-v shows where it failed"
     assert old not in verbose.stderr
     # The grant survived: the next call works without a login.
+    del signed_in.vars["MAILTOKEN_TEST_BREAK"]
     again = signed_in.run("token", "work")
     assert again.returncode == 0, again.stderr

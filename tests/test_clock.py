@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from mailtoken import record
+from mailtoken.fast import record
 from tests.conftest import EMAIL, MAILTOKEN, Env, require
 from tests.fakes.entra import FakeEntra
 

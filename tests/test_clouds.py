@@ -12,7 +12,7 @@ import json
 import pytest
 
 from mailtoken import providers
-from mailtoken.providers import microsoft
+from mailtoken.providers import entra
 from tests.conftest import CLIENT_ID, EMAIL, Env
 from tests.fakes.entra import FakeEntra
 from tests.test_client_credentials import APP_ID, MAILBOX, SECRET
@@ -70,7 +70,7 @@ def test_cloud_authority_and_hosts_from_the_preset(env: Env, cloud: str) -> None
     from mailtoken import config
 
     acct = config.load(str(env.config_path)).account("gov")
-    assert microsoft.authority_for(acct) == f"{authority}/contoso.onmicrosoft.com"
+    assert entra.authority_for(acct) == f"{authority}/contoso.onmicrosoft.com"
     out = env.run("config", "msmtp", "gov")
     assert out.returncode == 0, out.stderr
     assert f"host {smtp}" in out.stdout

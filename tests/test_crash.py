@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mailtoken import record
+from mailtoken.fast import record
 from tests.conftest import Env
 from tests.fakes import entra
 from tests.fakes.entra import FakeEntra

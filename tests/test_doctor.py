@@ -8,8 +8,9 @@ import time
 
 import pytest
 
-from mailtoken import doctor, record
+from mailtoken import doctor
 from mailtoken.config import Account
+from mailtoken.fast import record
 from tests.conftest import EMAIL, Env
 from tests.servers.exchange import FakeExchange, Scenario
 from tests.servers.ports import free_port

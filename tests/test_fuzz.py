@@ -23,7 +23,8 @@ import tomlkit
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from mailtoken import config, errors, locations
+from mailtoken import config, errors
+from mailtoken.fast import locations
 from tests.conftest import CLIENT_ID, IN_CI, MAILTOKEN, Env
 
 RUNS: Counter[str] = Counter()

@@ -8,7 +8,8 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from mailtoken import locations, paths
+from mailtoken import paths
+from mailtoken.fast import locations
 
 
 @pytest.fixture

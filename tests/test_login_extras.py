@@ -12,8 +12,8 @@ import subprocess
 
 import pytest
 
-from mailtoken import devicecode
 from mailtoken.errors import EX_NOPERM, EX_USAGE
+from mailtoken.signin import device as devicecode
 from tests.conftest import EMAIL, MAILTOKEN, Env, require
 from tests.fakes.entra import FakeEntra
 

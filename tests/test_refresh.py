@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mailtoken import errors, refresh, systemd
-from mailtoken.config import Account
+from mailtoken import errors, systemd
 from tests.conftest import MAILTOKEN, Env, require
 from tests.fakes.entra import FakeEntra
 
@@ -49,11 +48,27 @@ def test_stale_record_is_refreshed_with_the_default_window(signed_in: Env, fake:
 
 def test_all_reports_each_failing_account_and_refreshes_the_rest(signed_in: Env, fake: FakeEntra) -> None:
     signed_in.add_account("home", authority=fake.authority(), email="bob@contoso.com")
+    fake.auto_approve = "bob@contoso.com"
+    assert signed_in.run("login", "home").returncode == 0
+    fake.revoke("bob@contoso.com")
+    before = fake.counts["refresh_token"]
     result = signed_in.run("refresh", "--all", "--min-validity", "2h")
     assert result.returncode == errors.EX_NOPERM
     assert result.stdout == ""
-    assert result.stderr == "mailtoken: home: not signed in: run 'mailtoken login home'\n"
-    assert fake.counts["refresh_token"] == 1, "work is refreshed although home failed"
+    assert result.stderr.startswith("mailtoken: home: sign-in required") and result.stderr.count("\n") == 1
+    assert fake.counts["refresh_token"] == before + 2, "work is refreshed although home failed"
+
+
+def test_all_skips_accounts_never_signed_in_with_a_note(signed_in: Env, fake: FakeEntra) -> None:
+    """Issue 12: a new account nobody signed in yet must not fail the timer (exit 77) until then."""
+    signed_in.add_account("home", authority=fake.authority(), email="bob@contoso.com")
+    result = signed_in.run("refresh", "--all", "--min-validity", "2h")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "mailtoken: home: never signed in, skipped (run 'mailtoken login home')\n"
+    assert fake.counts["refresh_token"] == 1, "work is still refreshed"
+    named = signed_in.run("refresh", "home")
+    assert named.returncode == errors.EX_NOPERM, "an account named on the command line is not skipped"
+    assert named.stderr == "mailtoken: home: not signed in: run 'mailtoken login home'\n"
 
 
 def test_temporary_failure_exits_75_and_the_cached_token_still_serves(signed_in: Env, fake: FakeEntra) -> None:
@@ -89,24 +104,23 @@ def test_usage_and_config_errors(env: Env, args: list[str], code: int, text: str
     assert text in result.stderr and result.stdout == ""
 
 
-def test_exit_code_is_the_most_severe_failure(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
-    failures = {
-        "a": errors.TemporaryFailure("down", account="a"),
-        "b": errors.SignInRequired("revoked", account="b"),
-        "c": None,
-    }
-
-    def fake_refresh(acct: Account, *_args) -> refresh.Outcome:
-        return refresh.Outcome(acct.name, failures[acct.name] is None, None, failures[acct.name])
-
-    monkeypatch.setattr(refresh, "refresh_account", fake_refresh)
-    accounts = [Account(name=n, email=f"{n}@contoso.com", client_id="x") for n in failures]
-    assert refresh.run(accounts, "/nonexistent", 60, 5) == errors.EX_NOPERM
-    assert capsys.readouterr().err.splitlines() == ["mailtoken: a: down", "mailtoken: b: revoked"]
-    failures.update(b=None)
-    assert refresh.run(accounts, "/nonexistent", 60, 5) == errors.EX_TEMPFAIL
-    failures.update(a=None)
-    assert refresh.run(accounts, "/nonexistent", 60, 5) == errors.EX_OK
+@pytest.mark.parametrize(
+    "codes, expected",
+    [
+        ({errors.EX_TEMPFAIL, errors.EX_NOPERM, errors.EX_OK}, errors.EX_NOPERM),
+        ({errors.EX_TEMPFAIL, errors.EX_OK}, errors.EX_TEMPFAIL),
+        ({errors.EX_OK}, errors.EX_OK),
+        (set(), errors.EX_OK),
+        ({errors.EX_NOPERM, errors.EX_CONFIG}, errors.EX_CONFIG),
+        ({errors.EX_NOPERM, errors.EX_UNAVAILABLE}, errors.EX_UNAVAILABLE),
+        ({errors.EX_SOFTWARE, errors.EX_CONFIG, errors.EX_TEMPFAIL}, errors.EX_SOFTWARE),
+        ({errors.EX_USAGE, errors.EX_TEMPFAIL}, errors.EX_TEMPFAIL),
+    ],
+)
+def test_exit_code_is_the_most_severe_failure(codes: set[int], expected: int) -> None:
+    """One ranking for `refresh` (accounts) and `test` (servers): what needs a human outranks what the next
+    run fixes by itself (errors.SEVERITY)."""
+    assert errors.most_severe(codes) == expected
 
 
 # --- the systemd user timer --------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from mailtoken import sasl
+from mailtoken.fast import sasl
 
 PUBLISHED_USER = "test@contoso.onmicrosoft.com"
 PUBLISHED_TOKEN = "EwBAAl3BAAUFFpUAo7J3Ve0bjLBWZWCclRC3EoAA"

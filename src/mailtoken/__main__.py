@@ -6,9 +6,9 @@ import sys
 
 
 def main() -> int:
-    from . import fastpath
+    from .fast import cached
 
-    if fastpath.serve(sys.argv[1:]):
+    if cached.serve(sys.argv[1:]):
         return 0
     if sys.argv[1:2] == ["sendmail"] and not {"-h", "--help"} & set(sys.argv[2:]):
         # sendmail(8)'s flags are not argparse's (-oi, -FNAME, -odi); a cached send skips the full CLI's imports.

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import enum
 import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import config, fsutil, providers, tokens
+from . import config, providers, state, tokens
 from . import store as stores
 from .errors import MailtokenError, UsageError
+from .fast import fsutil
 
 
 def add(path: str, name: str, values: dict[str, str], interactive: bool) -> config.Account:
@@ -46,21 +48,67 @@ def add(path: str, name: str, values: dict[str, str], interactive: bool) -> conf
     return account
 
 
+class State(str, enum.Enum):
+    """An account's sign-in state, as `status --json` names it (man mailtoken.1 documents each)."""
+
+    SIGNED_IN = "signed-in"  # a grant is stored and nothing says it is dead
+    NOT_SIGNED_IN = "not-signed-in"  # never signed in, or logged out
+    GRANT_MISSING = "grant-missing"  # the state says signed in, but the store has no grant
+    GRANT_REJECTED = "grant-rejected"  # the identity platform refused the grant: sign in again
+    STORE_UNAVAILABLE = "store-unavailable"  # the store holding the grant cannot be used now
+    APP_ONLY = "app-only"  # client credentials: nobody signs in
+    CONFIG_ERROR = "config-error"  # the account's own table is wrong
+
+
+# What the table's SIGNED IN column says for each state (the human output may change; --json is stable).
+_SHOWN = {
+    State.SIGNED_IN: "yes",
+    State.NOT_SIGNED_IN: "no",
+    State.GRANT_MISSING: "no (grant missing)",
+    State.GRANT_REJECTED: "no (grant rejected: sign in again)",
+    State.STORE_UNAVAILABLE: "unknown",
+    State.APP_ONLY: "app-only",
+    State.CONFIG_ERROR: "config error",
+}
+
+
 @dataclass
 class Status:
     account: str
     email: str
-    signed_in: str
+    state: State
     expires: int | None
     store: str
-    username: str = ""
+    username: str = ""  # who actually signed in (the id token's), when known
+    error: str = ""
+
+    @property
+    def signed_in(self) -> str:
+        return _SHOWN[self.state]
+
+    def as_json(self, now: float) -> dict[str, Any]:
+        return {
+            "account": self.account,
+            "email": self.email,
+            "signed_in": self.signed_in,
+            "state": self.state.value,
+            "expires": self.expires,
+            "token_valid": self.expires is not None and self.expires > now,
+            "needs_login": self.state in (State.NOT_SIGNED_IN, State.GRANT_MISSING, State.GRANT_REJECTED),
+            "store": self.store,
+            "username": self.username,
+            "username_differs": bool(self.username) and self.username.lower() != self.email.lower(),
+            "error": self.error,
+        }
 
 
 def status(cfg: config.Config, names: list[str]) -> list[Status]:
     rows = []
-    for name in names or sorted(cfg.accounts):
-        acct = cfg.account(name)
-        rows.append(_status_of(acct))
+    for name in names or cfg.names():
+        if name in cfg.broken:
+            rows.append(Status(name, "", State.CONFIG_ERROR, None, "", error=cfg.broken[name].message))
+            continue
+        rows.append(_status_of(cfg.account(name)))
     return rows
 
 
@@ -70,41 +118,29 @@ def _status_of(acct: config.Account) -> Status:
     except MailtokenError:
         rec = None
     expires = rec.expires if rec else None
-    if providers.app_only(acct):
+    if providers.engine_for(acct).grantless:
         from .providers import credentials
 
         # Nobody signs in: the app's own credential gets each token.
-        return Status(acct.name, acct.email, "app-only", expires, credentials.source(acct))
+        return Status(acct.name, acct.email, State.APP_ONLY, expires, credentials.source(acct))
     try:
-        state = stores.recall(acct.name)
+        remembered = stores.recall(acct.name)
     except MailtokenError as exc:
-        return Status(acct.name, acct.email, "unknown", expires, f"unavailable: {exc.message}")
-    if state is None:
-        return Status(acct.name, acct.email, "no", expires, f"({acct.store})")
-    store = stores.by_name(state["store"])
+        return Status(acct.name, acct.email, State.STORE_UNAVAILABLE, expires, f"unavailable: {exc.message}")
+    if remembered is None:
+        return Status(acct.name, acct.email, State.NOT_SIGNED_IN, expires, f"({acct.store})")
+    store = stores.by_name(remembered["store"])
+    username = str(remembered.get("username", ""))
     try:
         store.check()
-        present = store.load(acct.name) is not None or os.path.exists(tokens.rescue_path(acct.name))
+        present = store.load(acct.name) is not None or os.path.exists(state.files(acct.name).rescue)
     except MailtokenError as exc:
-        return Status(
-            acct.name,
-            acct.email,
-            "unknown",
-            expires,
-            f"{state['store']} (unavailable: {exc.message})",
-            state.get("username", ""),
-        )
-    signed_in = "yes" if present else "no (grant missing)"
-    if present and os.path.exists(tokens.rejected_path(acct.name)):
-        signed_in = "no (grant rejected: sign in again)"
-    return Status(
-        acct.name,
-        acct.email,
-        signed_in,
-        expires,
-        store.describe(),
-        state.get("username", ""),
-    )
+        where = f"{remembered['store']} (unavailable: {exc.message})"
+        return Status(acct.name, acct.email, State.STORE_UNAVAILABLE, expires, where, username)
+    signed_in = State.SIGNED_IN if present else State.GRANT_MISSING
+    if present and os.path.exists(state.files(acct.name).rejected):
+        signed_in = State.GRANT_REJECTED
+    return Status(acct.name, acct.email, signed_in, expires, store.describe(), username)
 
 
 def render(rows: list[Status], now: float | None = None) -> str:
@@ -117,11 +153,15 @@ def render(rows: list[Status], now: float | None = None) -> str:
             exp = f"expired {time.strftime('%Y-%m-%d %H:%M', time.localtime(r.expires))}"
         else:
             exp = f"until {time.strftime('%H:%M', time.localtime(r.expires))} ({int((r.expires - now) // 60)} min)"
-        table.append((r.account, r.email, r.signed_in, exp, r.store))
+        email = r.email
+        if r.username and r.username.lower() != r.email.lower():
+            email += f" (signed in as {r.username})"
+        table.append((r.account, email, r.signed_in, exp, r.store))
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     lines = ("  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=False)) + "  " + row[4] for row in table)
     return "\n".join(lines)
 
 
-def as_json(rows: list[Status]) -> dict[str, Any]:
-    return {"format_version": 1, "accounts": [r.__dict__ for r in rows]}
+def as_json(rows: list[Status], now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    return {"format_version": 1, "accounts": [r.as_json(now) for r in rows]}

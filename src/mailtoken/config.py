@@ -9,8 +9,8 @@ import difflib
 import sys
 from dataclasses import dataclass, field
 
-from . import locations
 from .errors import ConfigError
+from .fast import locations
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -95,16 +95,59 @@ class Account:
     graph_url: str | None = None  # the Graph API base URL; default: the cloud's, from the catalog
     graph_large: bool = False  # messages over Graph's MIME limit go through a draft + upload (Mail.ReadWrite)
 
+    def fingerprint(self) -> str:
+        """A digest of the settings a token depends on: while it stays the same, an edit of the config file
+        (a comment, another account) leaves this account's cached token servable (tokens.py)."""
+        import hashlib
+
+        values = [(key, getattr(self, key)) for key in FINGERPRINT_KEYS]
+        # The secret itself never goes into the record, only whether it changed.
+        values.append(("client_secret", hashlib.sha256((self.client_secret or "").encode()).hexdigest()))
+        return hashlib.sha256(repr(values).encode("utf-8")).hexdigest()[:32]
+
+
+# What a token depends on: changing one of these makes the account's cached token stale (tokens.py).
+FINGERPRINT_KEYS = (
+    "provider",
+    "email",
+    "client_id",
+    "tenant",
+    "authority",
+    "cloud",
+    "store",
+    "flow",
+    "client_secret_cmd",
+    "certificate",
+    "thumbprint",
+    "scopes",
+    "issuer",
+    "authorization_endpoint",
+    "token_endpoint",
+    "device_authorization_endpoint",
+    # The Graph token's scopes depend on these (graph/scopes.py): Mail.Send.Shared, Mail.ReadWrite.
+    "send",
+    "shared",
+    "graph_large",
+)
+
 
 @dataclass(frozen=True)
 class Config:
     path: str
     accounts: dict[str, Account] = field(default_factory=dict)
+    # Accounts whose own table is wrong: each fails alone (its calls exit 78), the others keep working.
+    broken: dict[str, ConfigError] = field(default_factory=dict)
+
+    def names(self) -> list[str]:
+        """Every account in the file, usable or broken, sorted."""
+        return sorted({*self.accounts, *self.broken})
 
     def account(self, name: str) -> Account:
         if name in self.accounts:
             return self.accounts[name]
-        known = ", ".join(sorted(self.accounts)) or "none"
+        if name in self.broken:
+            raise self.broken[name]
+        known = ", ".join(self.names()) or "none"
         hint = _suggest(name, self.accounts)
         raise ConfigError(
             f"no account '{name}' in {self.path}{hint} (accounts: {known}): add it with 'mailtoken add {name}'"
@@ -128,8 +171,13 @@ def _where(path: str, account: str | None, key: str | None) -> str:
     return where
 
 
-def parse(text: str, path: str) -> Config:
-    """Validate a config's text. Pure: no I/O, so it is easy to test and to fuzz."""
+def parse(text: str, path: str, *, isolate: bool = False) -> Config:
+    """Validate a config's text. Pure: no I/O, so it is easy to test and to fuzz.
+
+    A file-level problem (TOML syntax, an unknown top-level key, [defaults]) always raises. A problem in one
+    account's table raises too, unless `isolate`: then that account lands in `Config.broken` and only its
+    own calls fail (what every command does through `load`).
+    """
     from . import providers  # the catalog is data shipped with the package
 
     try:
@@ -145,10 +193,16 @@ def parse(text: str, path: str) -> Config:
     if not isinstance(tables, dict):
         raise ConfigError(f"{path}: 'accounts' must be a table, like [accounts.work]")
     defaults = validate_defaults(data.get("defaults", {}), path)
-    accounts = {}
+    accounts, broken = {}, {}
     for name, table in tables.items():
-        accounts[name] = validate_account(name, table, path, providers.catalog(), defaults)
-    return Config(path=path, accounts=accounts)
+        try:
+            accounts[name] = validate_account(name, table, path, providers.catalog(), defaults)
+        except ConfigError as exc:
+            if not isolate:
+                raise
+            # One account's mistake must not stop the others' mail: only its own calls fail.
+            broken[name] = exc
+    return Config(path=path, accounts=accounts, broken=broken)
 
 
 def parse_duration(value: object) -> int:
@@ -315,7 +369,7 @@ def read_text(path: str) -> str:
 
 def load(path: str | None = None) -> Config:
     path = path or default_path()
-    return parse(read_text(path), path)
+    return parse(read_text(path), path, isolate=True)
 
 
 def default_path() -> str:

@@ -11,9 +11,19 @@ from .errors import DeadlineExceeded
 
 
 class Deadline:
-    def __init__(self, seconds: float) -> None:
+    """`seconds` from `since` (a time.monotonic() value; default now)."""
+
+    def __init__(self, seconds: float, *, since: float | None = None) -> None:
         self.seconds = seconds
-        self.end = time.monotonic() + seconds
+        self.end = (time.monotonic() if since is None else since) + seconds
+
+    @classmethod
+    def for_command(cls, seconds: float) -> Deadline:
+        """The one deadline of a whole command, counted from the process's start (fast.cached.STARTED): time
+        the cached path spent waiting for another process's refresh is not given again."""
+        from .fast.cached import STARTED
+
+        return cls(seconds, since=STARTED)
 
     def remaining(self) -> float:
         return max(0.0, self.end - time.monotonic())

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import errors, sasl
+from . import errors
 from .config import Account
 from .diagnosis import LABEL, Claims, diagnose
+from .fast import sasl
 
 PROTOCOLS = ("imap", "pop", "smtp")
 # scheme -> implicit TLS?  Plain schemes mean STARTTLS: a bearer token never crosses the wire in clear text.
@@ -33,9 +34,6 @@ DEFAULT_PORTS = {"imap": 993, "pop": 995, "smtp": 587}
 IMPLICIT_TLS_PORTS = frozenset({993, 995, 465})
 # The delegated permission each protocol needs in the token (Exchange Online).
 MAX_REPLY = 240
-
-# How a failed check ends the command (the worst one wins): refused > misconfigured > unreachable.
-EXIT_PRIORITY = (errors.EX_NOPERM, errors.EX_CONFIG, errors.EX_TEMPFAIL)
 
 
 @dataclass(frozen=True)
@@ -338,16 +336,4 @@ def run(
         names = ", ".join(LABEL[r.server.protocol] for r in failed)
         # stderr too: the report may be going to a file or a pipe.
         print(f"mailtoken: {acct.name}: {names} failed (see the lines above)", file=sys.stderr, flush=True)
-    codes = {r.exit_code for r in failed}
-    return next((code for code in EXIT_PRIORITY if code in codes), errors.EX_OK)
-
-
-def run_cli(acct: Account, config_path: str, args) -> int:
-    def emit(line: str) -> None:
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-
-    wanted = {p: getattr(args, p) for p in PROTOCOLS}
-    return run(
-        acct, config_path, wanted, host=args.host, user=args.user, cafile=args.cafile, timeout=args.timeout, emit=emit
-    )
+    return errors.most_severe({r.exit_code for r in failed})

@@ -14,6 +14,7 @@ EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
 EX_NOPERM = 77
 EX_CONFIG = 78
+EX_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 EXIT_CODES = {
     EX_OK: "success",
@@ -25,6 +26,7 @@ EXIT_CODES = {
     EX_TEMPFAIL: "temporary failure (network, identity platform 5xx, timeout, lock wait): retry later",
     EX_NOPERM: "sign-in required (no grant, revoked, expired, MFA or Conditional Access)",
     EX_CONFIG: "configuration error",
+    EX_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 
 
@@ -75,6 +77,18 @@ class ConfigError(MailtokenError):
 
 class DeadlineExceeded(TemporaryFailure):
     pass
+
+
+# When several things failed (accounts in `refresh`, servers in `test`), the exit code is the first of these
+# that occurred: what needs a human (a broken installation, the config, the store, a sign-in) outranks what
+# the next run fixes by itself.
+SEVERITY = (EX_SOFTWARE, EX_CONFIG, EX_UNAVAILABLE, EX_NOPERM, EX_TEMPFAIL)
+
+
+def most_severe(codes: set[int] | list[int]) -> int:
+    """The one exit code for several outcomes (SEVERITY); EX_OK when none failed."""
+    found = set(codes) - {EX_OK}
+    return next((code for code in SEVERITY if code in found), min(found, default=EX_OK))
 
 
 def exit_code_for(error: BaseException) -> int:

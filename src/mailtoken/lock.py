@@ -10,13 +10,14 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import fastpath, fsutil, paths
+from . import state
 from .errors import TemporaryFailure
+from .fast import cached, fsutil
 
 
 @contextmanager
 def account_lock(account: str, timeout: float) -> Iterator[None]:
-    claimed = fastpath.CLAIMED.pop(account, None)
+    claimed = cached.take_claim(account)
     if claimed is not None:
         # The cached path already holds this account's flock for us (same lock file, same process).
         try:
@@ -26,9 +27,9 @@ def account_lock(account: str, timeout: float) -> Iterator[None]:
         return
     from filelock import FileLock, Timeout
 
-    folder = paths.locks_dir()
-    fsutil.ensure_private_dir(folder)
-    lock = FileLock(os.path.join(folder, account + ".lock"), timeout=max(timeout, 0.01), mode=0o600)
+    path = state.files(account).lock
+    fsutil.ensure_private_dir(os.path.dirname(path))
+    lock = FileLock(path, timeout=max(timeout, 0.01), mode=0o600)
     try:
         lock.acquire()
     except Timeout:

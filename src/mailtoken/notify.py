@@ -14,8 +14,9 @@ import signal
 import subprocess
 import time
 
-from . import fsutil, paths, ui
+from . import state, ui
 from .config import Account
+from .fast import fsutil
 
 NOTIFY_TIMEOUT = 5.0
 PLACEHOLDERS = ("{account}", "{email}", "{message}")
@@ -27,7 +28,7 @@ except ImportError:  # pragma: no cover - Windows: no flock, the interval alone 
 
 
 def stamp_path(account: str) -> str:
-    return os.path.join(paths.state_dir(), "notify", account + ".last")
+    return state.files(account).notice
 
 
 def signin_required(acct: Account, message: str) -> bool:

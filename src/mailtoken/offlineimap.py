@@ -26,35 +26,30 @@ if not __package__:  # loaded by path, as offlineimap's pythonfile
     # addsitedir, not sys.path.append: it also reads the .pth files an editable or venv install relies on.
     site.addsitedir(os.path.dirname(_here))
 
-__all__ = ["token", "fresh_token", "FreshToken"]
+from mailtoken.fast.cached import DEFAULT_TIMEOUT  # noqa: E402 - needs the sys.path line above
 
-DEFAULT_TIMEOUT = 30.0
+__all__ = ["token", "fresh_token", "FreshToken"]
 
 
 def _cached(account: str) -> str | None:
     """The cached token if still fresh (what `mailtoken token` serves without any import beyond the stdlib)."""
-    from mailtoken import fastpath, locations
+    from mailtoken.fast import cached, locations
 
     if not locations.xdg_supported() or not locations.valid_account_name(account):
         return None
-    rec = fastpath.fresh_record(account)
+    rec = cached.fresh_record(account)
     return None if rec is None else rec.token
 
 
 def _in_process(account: str, timeout: float) -> str:
-    import threading
-
     from mailtoken import config, paths, tokens
     from mailtoken.deadline import Deadline
 
     config_path = paths.config_path()
     acct = config.load(config_path).account(account)
     deadline = Deadline(timeout)
-    if threading.current_thread() is threading.main_thread():
-        with deadline.enforced(acct.name):
-            return tokens.get(acct, config_path, deadline).token
-    # offlineimap syncs accounts in threads, where no alarm can fire: the network timeouts bound the wait.
-    return tokens.get(acct, config_path, deadline).token
+    with deadline.enforced(acct.name):
+        return tokens.get(acct, config_path, deadline).token
 
 
 def _helper(given: str | None) -> str:
@@ -97,6 +92,12 @@ def token(account: str, timeout: float = DEFAULT_TIMEOUT, helper: str | None = N
     try:
         from mailtoken import errors
     except ImportError:  # pragma: no cover - the package itself is always importable here
+        return _via_command(account, timeout, helper)
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        # offlineimap syncs accounts in threads, where no alarm can fire, and socket timeouts do not bound an
+        # identity platform that trickles its answer: a child process with a hard timeout does.
         return _via_command(account, timeout, helper)
     try:
         return _in_process(account, timeout)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from . import locations
+from .fast import locations
 
 APP = locations.APP
 
@@ -30,7 +30,7 @@ def state_dir() -> str:
 
 def record_dir() -> str:
     if locations.xdg_supported():
-        # Must be where fastpath looks.
+        # Must be where the cached path (fast/cached.py) looks.
         return locations.record_dir()
     return os.path.join(state_dir(), "run")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from .. import providers, record, tokens, ui
+from .. import providers, tokens, ui
 from ..config import Account
 from ..deadline import Deadline
 from ..errors import SignInRequired
@@ -52,23 +52,24 @@ def _graph_token(acct: Account, config_path: str) -> None:
 
 
 def _second_device_code(acct: Account, config_path: str, timeout: float | None) -> None:
-    from .. import devicecode, login
+    from .. import lock
     from .. import store as stores
+    from ..fast import record
+    from ..signin import device, login
 
-    engine = providers.engine(acct.provider)
+    engine = providers.engine_for(acct)
     started = time.time()
-    app, cache, flow = engine.start_device_flow(acct, tokens.NET_TIMEOUT, resource=sendmail.RESOURCE)
-    url = flow.get("verification_uri") or flow.get("verification_url")
-    ui.say(f"{acct.name}: to let mailtoken send as {acct.email}, open {url} and enter the code {flow['user_code']}")
-    devicecode.show(flow["user_code"], acct.copy_code)
-    grant = login._wait(acct, flow, timeout, lambda waiting: engine.finish_device_flow(acct, app, cache, flow, waiting))
+    flow = engine.start_device_flow(acct, tokens.NET_TIMEOUT, resource=sendmail.RESOURCE)
+    info = flow.info
+    url = info.get("verification_uri") or info.get("verification_url")
+    ui.say(f"{acct.name}: to let mailtoken send as {acct.email}, open {url} and enter the code {info['user_code']}")
+    device.show(info["user_code"], acct.copy_code)
+    grant = login._wait(acct, info, timeout, lambda waiting: engine.finish_device_flow(acct, flow, waiting))
     # Entra's refresh tokens are not tied to a resource: this newer one serves the mail token as well.
     store, _state = stores.for_account(acct)
-    warning = tokens.save_grant(acct, store, grant.blob)
-    stamp = record.config_stamp(config_path)
-    record.write(
-        tokens.record_path(acct.name, sendmail.RESOURCE),
-        tokens.make_record(acct, grant.access_token, grant.expires_in, started, stamp),
-    )
+    with lock.account_lock(acct.name, tokens.SIGN_IN_LOCK_WAIT):
+        _rec, warning = tokens.commit(
+            acct, store, grant, started, record.config_stamp(config_path), resource=sendmail.RESOURCE
+        )
     if warning:
         ui.say(f"{acct.name}: warning: {warning}")

@@ -13,8 +13,9 @@ import secrets
 import sys
 import time
 
-from .. import errors, fsutil, ui
+from .. import errors, ui
 from ..errors import MailtokenError, UsageError
+from ..fast import fsutil
 from . import message
 
 

@@ -18,9 +18,10 @@ import time
 import urllib.parse
 from typing import TYPE_CHECKING
 
-from .. import errors, fsutil, locations, record, ui
+from .. import errors, ui
 from ..deadline import Deadline, DeadlineExceeded
 from ..errors import ConfigError, MailtokenError, SignInRequired, TemporaryFailure
+from ..fast import fsutil, locations, record
 from . import client, message
 from .message import BadMessage
 

@@ -1,19 +1,22 @@
 """App-only access to Exchange Online (OAuth 2.0 client credentials) through msal's ConfidentialClientApplication.
 
-No person signs in and there is no refresh token: each refresh asks Entra for a new access token with the app's
-secret or certificate. The token is for the app; the mailbox is chosen by the XOAUTH2 user (the account's email),
-and Exchange lets the app in where an admin granted it (Add-MailboxPermission).
+No person signs in and there is no refresh token (a grantless engine): each refresh asks Entra for a new
+access token with the app's secret or certificate. The token is for the app; the mailbox is chosen by the
+XOAUTH2 user (the account's email), and Exchange lets the app in where an admin granted it
+(Add-MailboxPermission).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 from .. import providers
 from ..config import Account
-from ..errors import TemporaryFailure
-from . import credentials, microsoft
-from .base import Grant
+from ..errors import UsageError
+from . import credentials, entra, errors
+from .base import ExitCondition, Flow, Grant
+
+grantless = True
 
 
 def scopes_for(acct: Account, resource: str | None = None) -> list[str]:
@@ -27,28 +30,48 @@ def acquire(acct: Account, timeout: float, resource: str | None = None) -> Grant
     import msal
 
     credential: Any = credentials.certificate(acct) if acct.certificate else credentials.client_secret(acct, timeout)
-    kwargs: dict[str, Any] = {}
-    if acct.authority:
-        # A custom authority (national cloud, test server) must not trigger instance discovery at Microsoft.
-        kwargs["instance_discovery"] = False
-    app = microsoft._call(
+    session = entra.session(acct, timeout)
+    app = entra.call(
         acct,
         lambda: msal.ConfidentialClientApplication(
-            acct.client_id,
-            authority=microsoft.authority_for(acct),
-            client_credential=credential,
-            http_client=microsoft._session(timeout),
-            **kwargs,
+            acct.client_id, client_credential=credential, **entra.app_kwargs(acct, session)
         ),
     )
-    result = microsoft._call(acct, lambda: app.acquire_token_for_client(scopes=scopes_for(acct, resource)))
+    result = entra.call(acct, lambda: app.acquire_token_for_client(scopes=scopes_for(acct, resource)), session)
     if not result or "error" in result:
-        error = providers.error_from_response(result or {"error": "no_answer"}, acct.name)
-        error.grant_rejected = False  # there is no grant to mark: the secret or the app is the problem
-        raise error
-    token = result.get("access_token")
-    if not isinstance(token, str) or not token:
-        raise TemporaryFailure(
-            "temporary failure: Entra's answer holds no access token: try again later", account=acct.name
-        )
-    return Grant(access_token=token, expires_in=int(result.get("expires_in", 3600)), blob="", username=acct.email)
+        # refreshing=False: there is no grant to mark, the secret or the app is the problem
+        raise entra.with_wait(errors.from_answer(errors.ENTRA, result or {"error": "no_answer"}, acct.name), session)
+    result.setdefault("id_token_claims", {"preferred_username": acct.email})
+    return entra.grant(acct, result, lambda: "", session)
+
+
+def refresh(acct: Account, blob: str, timeout: float, resource: str | None = None) -> Grant:
+    return acquire(acct, timeout, resource)
+
+
+def _no_sign_in(acct: Account) -> NoReturn:
+    raise UsageError(
+        f"an app-only account (flow = \"client_credentials\") has no sign-in: 'mailtoken login {acct.name}' "
+        "only stores and checks the app's credential",
+        account=acct.name,
+    )
+
+
+def start_device_flow(acct: Account, timeout: float) -> Flow:
+    _no_sign_in(acct)
+
+
+def finish_device_flow(acct: Account, flow: Flow, exit_condition: ExitCondition) -> Grant:
+    _no_sign_in(acct)
+
+
+def resume_device_flow(acct: Account, info: dict[str, Any], exit_condition: ExitCondition, timeout: float) -> Grant:
+    _no_sign_in(acct)
+
+
+def start_auth_code_flow(acct: Account, redirect_uri: str, timeout: float, consent: bool = False) -> Flow:
+    _no_sign_in(acct)
+
+
+def finish_auth_code_flow(acct: Account, flow: Flow, response: dict[str, str]) -> Grant:
+    _no_sign_in(acct)

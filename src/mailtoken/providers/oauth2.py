@@ -18,23 +18,19 @@ import json
 import secrets
 import time
 import urllib.parse
-from collections.abc import Callable
 from typing import Any
 
-from .. import providers
+from .. import jwtclaims, providers
 from ..config import Account
-from ..errors import ConfigError, MailtokenError, SignInRequired, TemporaryFailure, UsageError
-from . import credentials, httpjson
-from .base import ConsentNeeded, Grant, url_problem
+from ..errors import ConfigError, MailtokenError, SignInRequired, UsageError
+from . import credentials, errors, http
+from .base import ConsentNeeded, ExitCondition, Flow, Grant, RotatedGrant, token_problem, url_problem
+
+grantless = False
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 ENDPOINT_KEYS = ("authorization_endpoint", "token_endpoint", "device_authorization_endpoint")
 BLOB_FORMAT = "mailtoken-oauth2"
-_KINDS = {
-    "signin": (SignInRequired, "sign-in required"),
-    "config": (ConfigError, "the provider refused the request"),
-    "temporary": (TemporaryFailure, "temporary failure at the provider"),
-}
 
 
 # --- settings -------------------------------------------------------------------------------------------
@@ -60,31 +56,23 @@ def check_url(url: str, what: str) -> str:
 
 
 def _error(acct: Account, status: int, doc: dict[str, Any], retry: str | None, refreshing: bool) -> MailtokenError:
-    """The error the user sees for an OAuth error answer; unknown errors count as temporary."""
-    error = str(doc.get("error") or "")
-    if status == 429 or status >= 500 or not error:
-        return httpjson.temporary(
-            f"the provider answered HTTP {status}" + (f" ({error})" if error else ""), acct, retry
-        )
-    entry = providers.oauth2_error(acct.provider, error)
-    cls, what = _KINDS[entry["kind"]]
-    summary = _first_sentence(str(doc.get("error_description") or ""))
-    cause = f"{error}: {summary}" if summary else error
-    result = cls(
-        f"{what} ({cause}): {entry['advice'].format(account=acct.name)}",
-        account=acct.name,
-        detail="; ".join(f"{k}={doc[k]}" for k in ("error_description", "error_uri") if doc.get(k)) or None,
-    )
-    if isinstance(result, TemporaryFailure):
-        result.retry_after = httpjson.retry_seconds(retry)
-    if isinstance(result, SignInRequired) and refreshing and error == "invalid_grant":
-        result.grant_rejected = True  # the provider's verdict on this refresh token: it will not come back
-    return result
+    """The error the user sees for an OAuth error answer: the one classification (providers/errors.py)."""
+    return errors.from_answer(acct.provider, doc, acct.name, status=status, retry_after=retry, refreshing=refreshing)
 
 
-def _first_sentence(text: str) -> str:
-    text = text.replace("\r", " ").replace("\n", " ").strip()
-    return text.split(". ")[0].rstrip(".")[:120]
+def _temporary(what: str, acct: Account, retry: str | None = None) -> MailtokenError:
+    return errors.temporary(what, acct.name, acct.provider, retry)
+
+
+def _exchange(
+    acct: Account,
+    url: str,
+    timeout: float,
+    form: dict[str, str] | None = None,
+    headers: dict[str, str] | None = None,
+    hold: bool = False,
+) -> tuple[int, dict[str, Any], str | None, str | None]:
+    return http.exchange(acct.name, url, timeout, form, headers, family=acct.provider, hold=hold)
 
 
 # --- endpoints, client authentication ------------------------------------------------------------------------
@@ -121,10 +109,10 @@ def endpoints(acct: Account, timeout: float, known: dict[str, Any] | None = None
 
 def _discover(acct: Account, issuer: str, timeout: float) -> dict[str, Any]:
     url = check_url(issuer, "issuer").rstrip("/") + "/.well-known/openid-configuration"
-    status, doc, retry = httpjson.exchange(acct, url, timeout)
+    status, doc, retry, _ = _exchange(acct, url, timeout)
     if status != 200:
         if status == 429 or status >= 500:
-            raise httpjson.temporary(f"discovery at {url} answered HTTP {status}", acct, retry)
+            raise _temporary(f"discovery at {url} answered HTTP {status}", acct, retry)
         raise ConfigError(f"discovery at {url} answered HTTP {status}: check issuer", account=acct.name)
     # OpenID Connect Discovery 1.0 section 4.3: a document for another issuer must not be used (mix-up).
     if str(doc.get("issuer", "")).rstrip("/") != issuer.rstrip("/"):
@@ -149,30 +137,18 @@ def _authenticate(acct: Account, form: dict[str, str], methods: list[str] | None
 
 def _token_request(
     acct: Account, where: dict[str, Any], form: dict[str, str], timeout: float, hold: bool = False
-) -> tuple[int, dict[str, Any], str | None]:
+) -> tuple[int, dict[str, Any], str | None, str | None]:
     headers = _authenticate(acct, form, where.get("auth_methods"), timeout)
-    return httpjson.exchange(acct, where["token_endpoint"], timeout, form, headers, hold=hold)
+    return _exchange(acct, where["token_endpoint"], timeout, form, headers, hold=hold)
 
 
 # --- grants -----------------------------------------------------------------------------------------------
 
 
-def _claims(id_token: Any) -> dict[str, Any]:
-    """The id_token's claims, unverified: used only to show who signed in, never to decide anything."""
-    try:
-        payload = str(id_token).split(".")[1]
-        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError, TypeError):
-        return {}
-    return claims if isinstance(claims, dict) else {}
-
-
 def _grant(acct: Account, doc: dict[str, Any], where: dict[str, Any], old: dict[str, Any] | None = None) -> Grant:
-    token = doc.get("access_token")
-    if not isinstance(token, str) or not token or any(c in token for c in "\r\n"):
-        raise httpjson.temporary("the provider's answer holds no usable access token", acct)
     # Rotation: a new refresh token replaces the old one; an answer without one keeps the old (Google never rotates).
-    refresh_token = doc.get("refresh_token") or (old or {}).get("refresh_token")
+    rotated = doc.get("refresh_token") if isinstance(doc.get("refresh_token"), str) else None
+    refresh_token = rotated or (old or {}).get("refresh_token")
     if not refresh_token:
         if _spec(acct).get("consent_params"):
             raise ConsentNeeded()
@@ -181,7 +157,8 @@ def _grant(acct: Account, doc: dict[str, Any], where: dict[str, Any], old: dict[
             "refresh tokens for the app at the provider",
             account=acct.name,
         )
-    claims = _claims(doc.get("id_token"))
+    # Unverified: the id_token only says who signed in (to warn about a wrong account), never decides anything.
+    claims = jwtclaims.unverified(doc.get("id_token"))
     username = str(claims.get("email") or claims.get("preferred_username") or (old or {}).get("username") or "")
     blob = {
         "format": BLOB_FORMAT,
@@ -190,11 +167,14 @@ def _grant(acct: Account, doc: dict[str, Any], where: dict[str, Any], old: dict[
         "username": username,
         **{k: where.get(k) for k in ("issuer", "token_endpoint", "auth_methods")},
     }
-    try:
-        expires_in = int(doc.get("expires_in") or 3600)
-    except (TypeError, ValueError):
-        expires_in = 3600
-    return Grant(token, max(expires_in, 1), json.dumps(blob, separators=(",", ":"), sort_keys=True), username)
+    text = json.dumps(blob, separators=(",", ":"), sort_keys=True)
+    token, lifetime = doc.get("access_token"), doc.get("expires_in") or 3600
+    problem = token_problem(token, lifetime)
+    if problem:
+        error = _temporary(f"the provider's answer {problem}", acct)
+        # The new refresh token is saved before the rest of the answer is judged: it may be the only one left.
+        raise RotatedGrant(text, error) if rotated else error
+    return Grant(str(token), int(lifetime), text, username)
 
 
 def refresh(acct: Account, blob: str, timeout: float) -> Grant:
@@ -214,7 +194,7 @@ def refresh(acct: Account, blob: str, timeout: float) -> Grant:
         )
     where = endpoints(acct, timeout, known=old)
     form = {"grant_type": "refresh_token", "refresh_token": old["refresh_token"]}
-    status, doc, retry = _token_request(acct, where, form, timeout, hold=True)
+    status, doc, retry, _ = _token_request(acct, where, form, timeout, hold=True)
     if status != 200 or "error" in doc:
         raise _error(acct, status, doc, retry, refreshing=True)
     return _grant(acct, doc, where, old)
@@ -223,7 +203,7 @@ def refresh(acct: Account, blob: str, timeout: float) -> Grant:
 # --- device authorization (RFC 8628) ----------------------------------------------------------------------
 
 
-def start_device_flow(acct: Account, timeout: float) -> tuple[None, None, dict[str, Any]]:
+def start_device_flow(acct: Account, timeout: float) -> Flow:
     spec = _spec(acct)
     if not spec.get("device_flow", True):
         raise UsageError(
@@ -240,12 +220,12 @@ def start_device_flow(acct: Account, timeout: float) -> tuple[None, None, dict[s
         )
     form = {"scope": " ".join(scopes_for(acct))}
     headers = _authenticate(acct, form, where.get("auth_methods"), timeout)
-    status, doc, retry = httpjson.exchange(acct, where["device_authorization_endpoint"], timeout, form, headers)
+    status, doc, retry, _ = _exchange(acct, where["device_authorization_endpoint"], timeout, form, headers)
     if status != 200 or "error" in doc:
         raise _error(acct, status, doc, retry, refreshing=False)
     uri = doc.get("verification_uri") or doc.get("verification_url")  # Google says _url
     if not doc.get("device_code") or not doc.get("user_code") or not uri:
-        raise httpjson.temporary("the provider's device authorization answer is incomplete", acct)
+        raise _temporary("the provider's device authorization answer is incomplete", acct)
     flow = {
         "device_code": doc["device_code"],
         "user_code": doc["user_code"],
@@ -256,44 +236,40 @@ def start_device_flow(acct: Account, timeout: float) -> tuple[None, None, dict[s
         "timeout": timeout,
         **{k: where.get(k) for k in ("issuer", "token_endpoint", "auth_methods")},
     }
-    return None, None, flow
+    return Flow(flow)
 
 
-def finish_device_flow(
-    acct: Account, app: Any, cache: Any, flow: dict[str, Any], exit_condition: Callable[[dict[str, Any]], bool]
-) -> Grant:
-    interval = float(flow.get("interval") or 5)
+def finish_device_flow(acct: Account, flow: Flow, exit_condition: ExitCondition) -> Grant:
+    info = flow.info
+    interval = float(info["interval"])
+    again = f"run 'mailtoken login {acct.name}' again"
     while True:
         # Check before sleeping and after: the caller's deadline, not the interval, decides when to give up.
-        if exit_condition(flow):
-            raise SignInRequired("sign-in not completed in time: run 'mailtoken login' again", account=acct.name)
+        if exit_condition(info):
+            raise SignInRequired(f"sign-in not completed in time: {again}", account=acct.name)
         time.sleep(interval)
-        if exit_condition(flow):
-            raise SignInRequired("sign-in not completed in time: run 'mailtoken login' again", account=acct.name)
-        form = {"grant_type": DEVICE_GRANT, "device_code": flow["device_code"]}
-        status, doc, retry = _token_request(acct, flow, form, float(flow.get("timeout") or 30.0))
+        if exit_condition(info):
+            raise SignInRequired(f"sign-in not completed in time: {again}", account=acct.name)
+        form = {"grant_type": DEVICE_GRANT, "device_code": info["device_code"]}
+        status, doc, retry, _ = _token_request(acct, info, form, float(info["timeout"]))
         error = str(doc.get("error") or "")
         if status == 200 and not error:
-            return _grant(acct, doc, flow)
+            return _grant(acct, doc, info)
         if error == "authorization_pending":
             continue
         if error == "slow_down":
             interval += 5  # RFC 8628 section 3.5, for this and every later request
             continue
         if error == "expired_token":
-            raise SignInRequired(
-                "the code expired before sign-in finished: run 'mailtoken login' again", account=acct.name
-            )
+            raise SignInRequired(f"the code expired before sign-in finished: {again}", account=acct.name)
         if error in ("access_denied", "authorization_declined"):
-            raise SignInRequired("sign-in was declined: run 'mailtoken login' again to retry", account=acct.name)
+            raise SignInRequired(f"sign-in was declined: {again} to retry", account=acct.name)
         raise _error(acct, status, doc, retry, refreshing=False)
 
 
-def resume_device_flow(
-    acct: Account, flow: dict[str, Any], exit_condition: Callable[[dict[str, Any]], bool], timeout: float
-) -> Grant:
+def resume_device_flow(acct: Account, info: dict[str, Any], exit_condition: ExitCondition, timeout: float) -> Grant:
     """Finish a device flow that another process started (`login --no-wait`, then `login --resume`)."""
-    return finish_device_flow(acct, None, None, flow, exit_condition)
+    return finish_device_flow(acct, Flow({**info, "timeout": timeout}), exit_condition)
 
 
 # --- authorization code + PKCE ----------------------------------------------------------------------------
@@ -303,9 +279,7 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def start_auth_code_flow(
-    acct: Account, redirect_uri: str, timeout: float, consent: bool = False
-) -> tuple[None, None, dict[str, Any]]:
+def start_auth_code_flow(acct: Account, redirect_uri: str, timeout: float, consent: bool = False) -> Flow:
     spec = _spec(acct)
     where = endpoints(acct, timeout)
     if not where.get("authorization_endpoint"):
@@ -336,16 +310,19 @@ def start_auth_code_flow(
         "timeout": timeout,
         **{k: where.get(k) for k in ("issuer", "token_endpoint", "auth_methods")},
     }
-    return None, None, flow
+    return Flow(flow)
 
 
-def finish_auth_code_flow(acct: Account, app: Any, cache: Any, flow: dict[str, Any], response: dict[str, str]) -> Grant:
+def finish_auth_code_flow(acct: Account, flow_: Flow, response: dict[str, str]) -> Grant:
+    flow = flow_.info
     if response.get("state") != flow.get("state"):
         raise SignInRequired(
             "the browser's answer does not belong to this sign-in (state mismatch): try again", account=acct.name
         )
     if response.get("error") in ("access_denied", "authorization_declined"):
-        raise SignInRequired("sign-in was declined: run 'mailtoken login' again to retry", account=acct.name)
+        raise SignInRequired(
+            f"sign-in was declined: run 'mailtoken login {acct.name}' again to retry", account=acct.name
+        )
     if "error" in response:
         raise _error(acct, 400, response, None, refreshing=False)
     # RFC 9207: an answer naming another issuer comes from a different provider (mix-up attack).
@@ -361,7 +338,7 @@ def finish_auth_code_flow(acct: Account, app: Any, cache: Any, flow: dict[str, A
         "redirect_uri": flow["redirect_uri"],
         "code_verifier": flow["code_verifier"],
     }
-    status, doc, retry = _token_request(acct, flow, form, float(flow.get("timeout") or 30.0))
+    status, doc, retry, _ = _token_request(acct, flow, form, float(flow["timeout"]))
     if status != 200 or "error" in doc:
         raise _error(acct, status, doc, retry, refreshing=False)
     return _grant(acct, doc, flow)

@@ -9,12 +9,12 @@ elsewhere that would end in a misleading "sign-in required".
 from __future__ import annotations
 
 import json
-import os
 from typing import Protocol
 
-from .. import fsutil, paths
 from ..config import Account
 from ..errors import SignInRequired, StoreUnavailable
+from ..fast import fsutil
+from ..state import files as account_files
 
 
 class GrantStore(Protocol):
@@ -45,7 +45,7 @@ def by_name(name: str) -> GrantStore:
 
 
 def _state_path(account: str) -> str:
-    return os.path.join(paths.accounts_dir(), account + ".json")
+    return account_files(account).state
 
 
 def recall(account: str) -> dict | None:
@@ -65,10 +65,6 @@ def recall(account: str) -> dict | None:
 
 def remember(account: str, state: dict) -> None:
     fsutil.atomic_write(_state_path(account), json.dumps(state, sort_keys=True).encode())
-
-
-def forget(account: str) -> bool:
-    return fsutil.remove(_state_path(account))
 
 
 def choose_for_login(acct: Account) -> tuple[GrantStore, str | None]:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 
-from .. import fsutil, paths
+from .. import paths
 from ..errors import StoreUnavailable
+from ..fast import fsutil
 
 
 class FileStore:

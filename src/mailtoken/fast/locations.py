@@ -50,7 +50,7 @@ def runtime_dir() -> str | None:
 
 
 def lock_path(account: str) -> str:
-    """The account's lock file; lock.py takes it, fastpath waits on it."""
+    """The account's lock file; lock.py takes it, the cached path waits on it."""
     return os.path.join(state_dir(), "locks", account + ".lock")
 
 

@@ -13,8 +13,8 @@ import sys
 import time
 import urllib.parse
 
-from .config import Account
-from .errors import SignInRequired
+from ..config import Account
+from ..errors import SignInRequired
 
 # Long enough for any authorization response (Entra's codes are about 1 KB); a terminal in canonical mode
 # would cut a line at 4096 bytes (Linux) or 1024 (macOS), so on a terminal the line is read uncooked.

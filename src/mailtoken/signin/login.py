@@ -11,19 +11,22 @@ import time
 import urllib.parse
 from typing import Any
 
-from . import devicecode, fsutil, providers, record, tokens, ui
-from . import store as stores
-from .config import Account
-from .errors import SignInRequired, UsageError
+from .. import providers, state, tokens, ui
+from .. import store as stores
+from ..config import Account
+from ..errors import SignInRequired, UsageError
+from ..providers.base import Engine, Grant
+from . import device
 
 LOGIN_TIMEOUT = 600.0
 
 
 def login(acct: Account, config_path: str, method: str, timeout: float | None = None) -> str:
     """Sign in, store the grant and the first access token. Returns the username that signed in."""
-    if providers.app_only(acct):
+    engine = providers.engine_for(acct)
+    if engine.grantless:
+        from ..graph import consent
         from . import apponly
-        from .graph import consent
 
         who = apponly.login(acct, config_path)
         consent.after_login(acct, config_path, "app")
@@ -32,7 +35,6 @@ def login(acct: Account, config_path: str, method: str, timeout: float | None = 
         method = _default_method(acct)
     # Check the store before asking a human to sign in: a grant we cannot keep is a wasted sign-in.
     store, note = stores.choose_for_login(acct)
-    engine = providers.engine(acct.provider)
     net_timeout = tokens.NET_TIMEOUT
     started = time.time()
     if method == "device":
@@ -49,15 +51,7 @@ def login(acct: Account, config_path: str, method: str, timeout: float | None = 
             "the token is for the account that signed in (fine for a shared mailbox, else sign in again)"
         )
     previous = stores.recall(acct.name)
-    warning = tokens.save_grant(acct, store, grant.blob)
-    stores.remember(acct.name, {"store": store.name, "username": grant.username, "signed_in": int(time.time())})
-    # A new grant: the identity platform's verdict on the old one, and any Retry-After for it, no longer apply.
-    fsutil.remove(tokens.rejected_path(acct.name))
-    fsutil.remove(tokens.wait_path(acct.name))
-    record.write(
-        tokens.record_path(acct.name),
-        tokens.make_record(acct, grant.access_token, grant.expires_in, started, record.config_stamp(config_path)),
-    )
+    warning = tokens.save_sign_in(acct, store, grant, started, config_path)
     if previous and previous.get("store") != store.name:
         _forget_old(acct, previous["store"])
     if note:
@@ -65,7 +59,7 @@ def login(acct: Account, config_path: str, method: str, timeout: float | None = 
     if warning:
         ui.say(f"{acct.name}: warning: {warning}")
     ui.say(f"{acct.name}: signed in as {grant.username or acct.email}; grant kept in {store.describe()}")
-    from .graph import consent
+    from ..graph import consent
 
     consent.after_login(acct, config_path, method, timeout)  # send = "graph": the Graph token too
     return grant.username
@@ -78,26 +72,27 @@ def _forget_old(acct: Account, name: str) -> None:
         ui.debug(f"{acct.name}: could not remove the old grant from {name}: {type(exc).__name__}")
 
 
-def _device(acct: Account, engine: Any, net_timeout: float, timeout: float | None) -> Any:
-    app, cache, flow = engine.start_device_flow(acct, net_timeout)
-    url = flow.get("verification_uri") or flow.get("verification_url")
-    ui.say(f"{acct.name}: to sign in as {acct.email}, open {url} and enter the code {flow['user_code']}")
-    devicecode.show(flow["user_code"], acct.copy_code)
-    return _wait(acct, flow, timeout, lambda waiting: engine.finish_device_flow(acct, app, cache, flow, waiting))
+def _device(acct: Account, engine: Engine, net_timeout: float, timeout: float | None) -> Grant:
+    flow = engine.start_device_flow(acct, net_timeout)
+    info = flow.info
+    url = info.get("verification_uri") or info.get("verification_url")
+    ui.say(f"{acct.name}: to sign in as {acct.email}, open {url} and enter the code {info['user_code']}")
+    device.show(info["user_code"], acct.copy_code)
+    return _wait(acct, info, timeout, lambda waiting: engine.finish_device_flow(acct, flow, waiting))
 
 
-def _resume(acct: Account, engine: Any, net_timeout: float, timeout: float | None) -> Any:
+def _resume(acct: Account, engine: Engine, net_timeout: float, timeout: float | None) -> Grant:
     """Finish the sign-in `login --no-wait` started; keep it for another --resume while its code is valid."""
-    flow = devicecode.load_pending(acct)
+    flow = device.load_pending(acct)
     code_expires = float(flow["expires_at"])
     ui.say(f"{acct.name}: waiting for the sign-in with the code {flow['user_code']}")
     try:
         grant = _wait(acct, flow, timeout, lambda waiting: engine.resume_device_flow(acct, flow, waiting, net_timeout))
     except Exception:
         if time.time() >= code_expires:
-            devicecode.drop_pending(acct.name)
+            device.drop_pending(acct.name)
         raise
-    devicecode.drop_pending(acct.name)
+    device.drop_pending(acct.name)
     return grant
 
 
@@ -175,8 +170,8 @@ def _default_method(acct: Account) -> str:
     return "paste"
 
 
-def _interactive(acct: Account, engine: Any, method: str, net_timeout: float, timeout: float) -> Any:
-    from .providers.base import ConsentNeeded
+def _interactive(acct: Account, engine: Engine, method: str, net_timeout: float, timeout: float) -> Grant:
+    from ..providers.base import ConsentNeeded
 
     run = _browser if method == "browser" else _paste
     try:
@@ -194,19 +189,19 @@ def _interactive(acct: Account, engine: Any, method: str, net_timeout: float, ti
         ) from None
 
 
-def _paste(acct: Account, engine: Any, net_timeout: float, timeout: float, **flow_kw: Any) -> Any:
+def _paste(acct: Account, engine: Engine, net_timeout: float, timeout: float, **flow_kw: Any) -> Grant:
     """The browser flow without a listener here: the user pastes the address the browser was sent to."""
     from . import paste
 
     redirect = acct.redirect_uri or f"http://{providers.spec(acct.provider).get('loopback_host', 'localhost')}"
-    app, cache, flow = engine.start_auth_code_flow(acct, redirect, net_timeout, **flow_kw)
+    flow = engine.start_auth_code_flow(acct, redirect, net_timeout, **flow_kw)
     ui.say(f"{acct.name}: to sign in as {acct.email}, open this URL in a browser on any machine:")
-    print(flow["auth_uri"], file=sys.stderr, flush=True)
+    print(flow.info["auth_uri"], file=sys.stderr, flush=True)
     ui.say(
         f"{acct.name}: after sign-in the browser goes to {redirect}... and may show an error page: copy the whole "
         "address from its address bar, paste it here and press Enter:"
     )
-    return engine.finish_auth_code_flow(acct, app, cache, flow, paste.read_redirect(acct, redirect, timeout))
+    return engine.finish_auth_code_flow(acct, flow, paste.read_redirect(acct, redirect, timeout))
 
 
 class _V6Server(http.server.HTTPServer):
@@ -216,7 +211,7 @@ class _V6Server(http.server.HTTPServer):
 def _loopback(acct: Account) -> tuple[str, int, str | None]:
     """Host and port to receive the browser's redirect on, and the fixed redirect URI if the account has one
     (a fixed port is what `ssh -L PORT:127.0.0.1:PORT` needs); else the provider's host on a free port."""
-    from .providers.base import is_loopback_http
+    from ..providers.base import is_loopback_http
 
     uri = acct.redirect_uri
     if uri is None:
@@ -231,7 +226,7 @@ def _loopback(acct: Account) -> tuple[str, int, str | None]:
     return parts.hostname or "localhost", parts.port or 80, uri
 
 
-def _browser(acct: Account, engine: Any, net_timeout: float, timeout: float, **flow_kw: Any) -> Any:
+def _browser(acct: Account, engine: Engine, net_timeout: float, timeout: float, **flow_kw: Any) -> Grant:
     handler = type("Receiver", (_Receiver,), {"result": None})
     host, port, fixed = _loopback(acct)
     try:
@@ -246,8 +241,8 @@ def _browser(acct: Account, engine: Any, net_timeout: float, timeout: float, **f
     try:
         # Entra and Google accept any port on a loopback redirect URI, so a free port works unless one is fixed.
         redirect = fixed or f"http://{host}:{port}"
-        app, cache, flow = engine.start_auth_code_flow(acct, redirect, net_timeout, **flow_kw)
-        url = flow["auth_uri"]
+        flow = engine.start_auth_code_flow(acct, redirect, net_timeout, **flow_kw)
+        url = flow.info["auth_uri"]
         ui.say(f"{acct.name}: to sign in as {acct.email}, open this URL in a browser on this machine:")
         print(url, file=sys.stderr, flush=True)
         if browser_available():
@@ -259,43 +254,33 @@ def _browser(acct: Account, engine: Any, net_timeout: float, timeout: float, **f
         while handler.result is None:
             if time.monotonic() > end:
                 raise SignInRequired(
-                    "no answer from the browser in time: run 'mailtoken login' again", account=acct.name
+                    f"no answer from the browser in time: run 'mailtoken login {acct.name}' again", account=acct.name
                 )
             server.handle_request()
-        return engine.finish_auth_code_flow(acct, app, cache, flow, handler.result)
+        return engine.finish_auth_code_flow(acct, flow, handler.result)
     finally:
         server.server_close()
 
 
 def logout(acct: Account) -> list[str]:
-    """Remove every stored token of the account; returns what was removed."""
+    """Remove everything kept for the account (state.py lists it); returns what was removed."""
     removed = []
-    if fsutil.remove(tokens.record_path(acct.name)):
-        removed.append("access-token record")
-    if fsutil.remove(tokens.record_path(acct.name, "graph")):
-        removed.append("Graph access-token record")
-    fsutil.remove(tokens.record_path(acct.name, "graph")[: -len(".token")] + ".send")  # graph/sendmail.Target
-    if fsutil.remove(tokens.rescue_path(acct.name)):
-        removed.append("rescued grant")
-    for leftover in (tokens.rejected_path(acct.name), tokens.wait_path(acct.name)):
-        fsutil.remove(leftover)
-    state = stores.recall(acct.name)
+    remembered = stores.recall(acct.name)
     # The keyring is probed only where a grant may be: probing it can be slow, and needless where none is.
-    names = ["file"] if acct.store == "file" and (not state or state.get("store") == "file") else ["file", "keyring"]
-    for name in names:
+    only_file = acct.store == "file" and (not remembered or remembered.get("store") == "file")
+    for name in ["file"] if only_file else ["file", "keyring"]:
         store = stores.by_name(name)
         try:
             store.check()
             if store.delete(acct.name):
                 removed.append(f"grant in {store.describe()}")
         except Exception:
-            if state and state.get("store") == name:
+            if remembered and remembered.get("store") == name:
                 raise
-    if providers.app_only(acct) and not acct.client_secret_cmd and not acct.certificate:
-        from .providers import credentials
+    if providers.engine_for(acct).grantless and not acct.client_secret_cmd and not acct.certificate:
+        from ..providers import credentials
 
         if credentials.forget_secret(acct):  # what `login` stored for this app-only account
             removed.append("the app's client secret in the keyring")
-    if stores.forget(acct.name):
-        removed.append("account state")
+    removed += state.forget(acct.name)
     return removed

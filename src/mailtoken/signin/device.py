@@ -6,16 +6,16 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import sys
 import time
 from typing import Any
 
-from . import fsutil, paths, providers, tokens, ui
-from . import store as stores
-from .config import Account
-from .errors import SignInRequired, UsageError
+from .. import providers, state, tokens, ui
+from .. import store as stores
+from ..config import Account
+from ..errors import SignInRequired, UsageError
+from ..fast import fsutil
 
 # A 5-row block font for the characters device codes use (Entra: A-Z and 0-9). Zero is slashed so it
 # cannot be read as O; one has a foot so it cannot be read as I.
@@ -95,14 +95,13 @@ def show(code: str, copy: bool) -> None:
 
 
 def pending_path(account: str) -> str:
-    return os.path.join(paths.state_dir(), "pending", account + ".json")
+    return state.files(account).pending
 
 
 def start_detached(acct: Account) -> str:
     """Start a device-code sign-in and keep the flow for `login --resume`; returns "URL CODE" for stdout."""
     stores.choose_for_login(acct)  # a grant we could not keep would waste the user's sign-in
-    engine = providers.engine(acct.provider)
-    _app, _cache, flow = engine.start_device_flow(acct, tokens.NET_TIMEOUT)
+    flow = providers.engine_for(acct).start_device_flow(acct, tokens.NET_TIMEOUT).info
     url = flow.get("verification_uri") or flow.get("verification_url")
     saved = {"client_id": acct.client_id, "authority": acct.authority, "tenant": acct.tenant, "flow": flow}
     # The device code redeems the sign-in once the user approves it: private, like a grant.

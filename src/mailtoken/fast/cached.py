@@ -13,9 +13,14 @@ import time
 
 from . import locations, record, sasl
 
+# When this process started (as near as the cached path can tell): every command's --timeout counts from here,
+# so a wait for another process's refresh and the refresh itself share one deadline (deadline.py).
+STARTED = time.monotonic()
+
 _COMMANDS = ("token", "xoauth2", "oauthbearer")
-# How long a caller waits for another process's refresh; the CLI's own --timeout default.
-DEFAULT_WAIT = 30.0
+# The --timeout of every command that must never hang a mail client: the one default (cli.py, deadline.py,
+# offlineimap.py use this).
+DEFAULT_TIMEOUT = 30.0
 
 
 def _parse(argv: list[str]) -> dict[str, str] | None:
@@ -55,7 +60,13 @@ def fresh_record(account: str) -> record.Record | None:
 
 
 # Locks this process claimed on the cached path, by account; lock.account_lock() takes them over.
-CLAIMED: dict[str, int] = {}
+_CLAIMED: dict[str, int] = {}
+
+
+def take_claim(account: str) -> int | None:
+    """The account's lock file descriptor if the cached path of this process holds its refresh lock; the
+    caller now owns it (and closes it to release the lock)."""
+    return _CLAIMED.pop(account, None)
 
 
 def _claim_or_wait(account: str, timeout: float) -> str:
@@ -78,7 +89,7 @@ def _claim_or_wait(account: str, timeout: float) -> str:
     except BlockingIOError:
         pass
     else:
-        CLAIMED[account] = fd
+        _CLAIMED[account] = fd
         return "claimed"
     try:
         end = time.monotonic() + timeout
@@ -105,26 +116,32 @@ def serve(argv: list[str]) -> bool:
     if rec is None:
         # Stale: claim the refresh for this process, or wait for the one refreshing right now rather than start
         # the full CLI; in a storm of parallel callers that saves each of them ~0.2 s of CPU.
-        if _claim_or_wait(opts["account"], float(opts.get("timeout", DEFAULT_WAIT))) != "waited":
+        left = float(opts.get("timeout", DEFAULT_TIMEOUT)) - (time.monotonic() - STARTED)
+        if _claim_or_wait(opts["account"], left) != "waited":
             return False
         rec = fresh_record(opts["account"])
         if rec is None:
             return False
-    command = opts["command"]
+    port = int(opts["port"]) if "port" in opts else None
+    user = opts.get("user", rec.user)
+    emit(secret(opts["command"], rec.token, user, raw="raw" in opts, host=opts.get("host"), port=port))
+    return True
+
+
+def secret(command: str, token: str, user: str, *, raw: bool, host: str | None, port: int | None) -> str:
+    """What `token`, `xoauth2` and `oauthbearer` print for this token (the cached path's and the CLI's)."""
     if command == "token":
-        out = rec.token
-    else:
-        user = opts.get("user", rec.user)
-        if command == "xoauth2":
-            out = sasl.xoauth2_raw(user, rec.token) if "raw" in opts else sasl.xoauth2(user, rec.token)
-        else:
-            port = int(opts["port"]) if "port" in opts else None
-            encode = sasl.oauthbearer_raw if "raw" in opts else sasl.oauthbearer
-            out = encode(user, rec.token, opts.get("host"), port)
+        return token
+    if command == "xoauth2":
+        return sasl.xoauth2_raw(user, token) if raw else sasl.xoauth2(user, token)
+    encode = sasl.oauthbearer_raw if raw else sasl.oauthbearer
+    return encode(user, token, host, port)
+
+
+def emit(text: str) -> None:
+    """One line on stdout; a reader that went away (a client closing the pipe) is no error and no traceback."""
     try:
-        sys.stdout.write(out + "\n")
+        sys.stdout.write(text + "\n")
         sys.stdout.flush()
     except BrokenPipeError:
-        # The client went away; nothing useful to say, and no traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    return True

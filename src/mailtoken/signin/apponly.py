@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys
 import time
 
-from . import record, tokens, ui
-from .config import Account
-from .errors import UsageError
-from .providers import credentials, microsoft_app
+from .. import tokens, ui
+from ..config import Account
+from ..errors import UsageError
+from ..providers import credentials, microsoft_app
 
 
 def login(acct: Account, config_path: str) -> str:
@@ -23,10 +23,7 @@ def login(acct: Account, config_path: str) -> str:
         ui.say(f"{acct.name}: the app's client secret is kept in {where}")
     started = time.time()
     grant = microsoft_app.acquire(acct, tokens.NET_TIMEOUT)
-    record.write(
-        tokens.record_path(acct.name),
-        tokens.make_record(acct, grant.access_token, grant.expires_in, started, record.config_stamp(config_path)),
-    )
+    tokens.save_sign_in(acct, None, grant, started, config_path)
     ui.say(
         f"{acct.name}: app-only access works ({credentials.source(acct)}); the token opens the mailboxes an "
         f"Exchange admin granted to the app, as {acct.email} by default"

@@ -7,6 +7,7 @@
     user me@contoso.com       default SASL user
     token eyJ0eXAi...
     boot 91234 94234 94534    the same three moments (obtained, refresh, expires) on CLOCK_BOOTTIME (optional)
+    settings 3f2a…            fingerprint of the account's own settings it was made under (optional)
 
 The refresh token is never here: it lives in the grant store (store/).
 
@@ -39,7 +40,7 @@ def boottime() -> float | None:
 class Record:
     """One account's cached access token. A plain class: typing.NamedTuple would cost the hot path an import."""
 
-    __slots__ = ("expires", "refresh", "config", "user", "token", "boot")
+    __slots__ = ("expires", "refresh", "config", "user", "token", "boot", "settings")
 
     def __init__(
         self,
@@ -49,6 +50,7 @@ class Record:
         user: str,
         token: str,
         boot: tuple[int, int, int] | None = None,
+        settings: str = "",
     ) -> None:
         self.expires = expires
         self.refresh = refresh
@@ -57,9 +59,12 @@ class Record:
         self.token = token
         # (obtained, refresh, expires) on CLOCK_BOOTTIME, when the writer had that clock.
         self.boot = boot
+        # A fingerprint of the account's own settings (config.Account.fingerprint): while it matches, an edit
+        # elsewhere in the config file does not make the token stale (tokens.py re-stamps the record).
+        self.settings = settings
 
     def _fields(self) -> tuple:
-        return (self.expires, self.refresh, self.config, self.user, self.token, self.boot)
+        return (self.expires, self.refresh, self.config, self.user, self.token, self.boot, self.settings)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Record) and self._fields() == other._fields()
@@ -121,19 +126,21 @@ def parse(data: bytes) -> Record | None:
             fields["user"],
             fields["token"],
             boot if boot and len(boot) == 3 else None,  # type: ignore[arg-type]
+            fields.get("settings", ""),
         )
     except (KeyError, ValueError):
         return None
 
 
 def dump(rec: Record) -> bytes:
-    for value in (rec.config, rec.user, rec.token):
+    for value in (rec.config, rec.user, rec.token, rec.settings):
         if "\n" in value or "\r" in value:
             raise ValueError("record field holds a line break")
     return (
         f"{MAGIC}\nexpires {rec.expires}\nrefresh {rec.refresh}\nconfig {rec.config}\n"
         f"user {rec.user}\ntoken {rec.token}\n"
         + (f"boot {rec.boot[0]} {rec.boot[1]} {rec.boot[2]}\n" if rec.boot else "")
+        + (f"settings {rec.settings}\n" if rec.settings else "")
     ).encode()
 
 
