@@ -11,9 +11,14 @@ Graph's error bodies are `{"error": {"code": "...", "message": "..."}}`; the cod
 from __future__ import annotations
 
 import urllib.parse
+from collections.abc import Callable
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from ..errors import ConfigError, SignInRequired, TemporaryFailure
 from .message import BadMessage, RefusedMailbox
+
+if TYPE_CHECKING:
+    import ssl
 
 # One HTTP exchange never waits longer than this, nor past the command's deadline.
 NET_TIMEOUT = 60.0
@@ -51,7 +56,7 @@ class Answer:
             return "", ""
         return str(err.get("code") or ""), str(err.get("message") or "")[:300]
 
-    def json(self) -> dict:
+    def json(self) -> dict[str, Any]:
         import json
 
         try:
@@ -89,7 +94,7 @@ class NotSent(Exception):
         self.text = text
 
 
-def _ssl_context():
+def _ssl_context() -> ssl.SSLContext:
     """The same trust as the identity platform's clients (providers/httpjson.py, which a cached send does not
     import): REQUESTS_CA_BUNDLE, then CURL_CA_BUNDLE, else OpenSSL's defaults (SSL_CERT_FILE, SSL_CERT_DIR)."""
     import os
@@ -106,14 +111,14 @@ class Connection:
     not pay); it speaks what Graph answers: Content-Length or chunked bodies, keep-alive or close.
     """
 
-    def __init__(self, url: str, timeout) -> None:
+    def __init__(self, url: str, timeout: Callable[[], float]) -> None:
         parts = urllib.parse.urlsplit(url)
         if parts.scheme != "https" or not parts.hostname:
             raise ConfigError(f"graph_url must be an https URL, not '{url}'")
         self.host, self.port, self.timeout = parts.hostname, parts.port or 443, timeout
         self._host_header = parts.netloc.rpartition("@")[2]
-        self._sock = None
-        self._file = None
+        self._sock: ssl.SSLSocket | None = None
+        self._file: IO[bytes] | None = None
 
     def close(self) -> None:
         import contextlib
@@ -130,9 +135,9 @@ class Connection:
         # An ASCII host as bytes: a str makes getaddrinfo and ssl load the idna codec (~15 ms per send).
         host = self.host.encode("ascii") if self.host.isascii() else self.host
         try:
-            raw = socket.create_connection((host, self.port), timeout=self.timeout())
+            raw = socket.create_connection((cast(str, host), self.port), timeout=self.timeout())
             try:
-                self._sock = _ssl_context().wrap_socket(raw, server_hostname=host)
+                sock = _ssl_context().wrap_socket(raw, server_hostname=cast(str, host))
             except BaseException:
                 raw.close()
                 raise
@@ -146,7 +151,7 @@ class Connection:
                     "proxy, or REQUESTS_CA_BUNDLE, may be wrong): the message was not sent"
                 ) from None
             raise NotSent(f"cannot connect to {self.host} ({_why(exc)})") from None
-        self._file = self._sock.makefile("rb")
+        self._sock, self._file = sock, sock.makefile("rb")
 
     def request(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> Answer:
         parts = urllib.parse.urlsplit(url)
@@ -229,8 +234,8 @@ class _Closed(Exception):
     pass
 
 
-def _exactly(fp, n: int) -> bytes:
-    data = fp.read(n)
+def _exactly(fp: IO[bytes], n: int) -> bytes:
+    data = bytes(fp.read(n))
     if len(data) != n:
         raise ValueError("answer cut off")
     return data
@@ -239,7 +244,8 @@ def _exactly(fp, n: int) -> bytes:
 def _why(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
-    return type(exc).__name__ if not getattr(exc, "strerror", None) else str(exc.strerror)
+    strerror = getattr(exc, "strerror", None)
+    return str(strerror) if strerror else type(exc).__name__
 
 
 def retry_after(answer: Answer) -> float | None:

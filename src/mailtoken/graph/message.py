@@ -61,9 +61,12 @@ class Options:
 
 def getaddresses(values: list[str]) -> list[tuple[str, str]]:
     """email.utils.getaddresses without email.utils' imports (socket, datetime, random: a cached send's time)."""
-    from email._parseaddr import AddressList
+    from email._parseaddr import AddressList  # type: ignore[import-not-found]
 
-    return [pair for value in values for pair in AddressList(value).addresslist]
+    pairs: list[tuple[str, str]] = []
+    for value in values:
+        pairs += AddressList(value).addresslist
+    return pairs
 
 
 def parse_args(argv: list[str]) -> Options:

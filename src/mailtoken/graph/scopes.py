@@ -8,7 +8,7 @@ from ..config import Account
 
 def graph_host(acct: Account) -> str:
     """The Graph resource of the account's cloud (the token's audience), like https://graph.microsoft.com."""
-    return providers.cloud(acct.provider, acct.cloud)["graph"]
+    return str(providers.cloud(acct.provider, acct.cloud)["graph"])
 
 
 def api_url(acct: Account) -> str:

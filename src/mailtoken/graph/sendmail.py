@@ -16,11 +16,11 @@ import base64
 import sys
 import time
 import urllib.parse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from .. import errors, ui
-from ..deadline import Deadline, DeadlineExceeded
-from ..errors import ConfigError, MailtokenError, SignInRequired, TemporaryFailure
+from ..deadline import Deadline
+from ..errors import ConfigError, DeadlineExceeded, MailtokenError, SignInRequired, TemporaryFailure
 from ..fast import fsutil, locations, record
 from . import client, message
 from .message import BadMessage
@@ -42,7 +42,7 @@ def main(argv: list[str], verbose: bool = False) -> int:
     return code
 
 
-def run(argv: list[str], stdin, verbose: bool = False) -> tuple[int, str | None]:
+def run(argv: list[str], stdin: BinaryIO, verbose: bool = False) -> tuple[int, str | None]:
     """The exit status, and the account (for the caller's notice)."""
     opts: message.Options | None = None
     try:

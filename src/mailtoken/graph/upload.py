@@ -43,7 +43,7 @@ def split(mime: bytes) -> tuple[bytes, list[Attachment]]:
     msg = email.parser.BytesParser(policy=policy).parsebytes(mime)
     found: list[Attachment] = []
 
-    def prune(part) -> None:
+    def prune(part: Any) -> None:
         if not part.is_multipart():
             return
         kept = []
@@ -108,6 +108,7 @@ def send(acct: Any, prepared: Prepared, mailbox: str, call: Call, deadline: Dead
 
 def _attach(acct: Any, mailbox: str, draft_id: str, item: Attachment, call: Call, deadline: Deadline) -> None:
     base = f"{mailbox}/messages/{draft_id}/attachments"
+    doc: dict[str, Any]
     if len(item.data) < SESSION_FROM:
         doc = {
             "@odata.type": "#microsoft.graph.fileAttachment",
