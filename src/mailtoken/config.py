@@ -50,6 +50,10 @@ ACCOUNT_KEYS: dict[str, type] = {
     "imap": str,
     "pop": str,
     "smtp": str,
+    # Sending through Microsoft Graph instead of SMTP (graph/): "smtp" (default) or "graph".
+    "send": str,
+    "graph_url": str,
+    "graph_large": bool,
 }
 # Keys whose value may take more than one type: checked where they are parsed.
 _MULTI_TYPE_KEYS = ("client_secret_cmd",)
@@ -89,6 +93,9 @@ class Account:
     imap: str | None = None
     pop: str | None = None
     smtp: str | None = None
+    send: str = "smtp"  # or "graph": `mailtoken sendmail` submits with Microsoft Graph
+    graph_url: str | None = None  # the Graph API base URL; default: the cloud's, from the catalog
+    graph_large: bool = False  # messages over Graph's MIME limit go through a draft + upload (Mail.ReadWrite)
 
     def fingerprint(self) -> str:
         """A digest of the settings a token depends on: while it stays the same, an edit of the config file
@@ -119,6 +126,10 @@ FINGERPRINT_KEYS = (
     "authorization_endpoint",
     "token_endpoint",
     "device_authorization_endpoint",
+    # The Graph token's scopes depend on these (graph/scopes.py): Mail.Send.Shared, Mail.ReadWrite.
+    "send",
+    "shared",
+    "graph_large",
 )
 
 
@@ -278,6 +289,8 @@ def validate_account(
             raise ConfigError(
                 f"{_where(path, name, key)}: must be a {ACCOUNT_KEYS[key].__name__}, not {type(value).__name__}"
             )
+        if isinstance(value, bool):
+            continue
         for item in value if isinstance(value, list) else [value]:
             if not isinstance(item, str):
                 raise ConfigError(f"{_where(path, name, key)}: must be a list of strings")

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 EX_OK = 0
 EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOUSER = 67
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
@@ -17,6 +19,8 @@ EX_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_CODES = {
     EX_OK: "success",
     EX_USAGE: "usage error (bad command line)",
+    EX_DATAERR: "sendmail: the message cannot be sent as it is (malformed, too large)",
+    EX_NOUSER: "sendmail: Graph refused the mailbox (sending as it, or a recipient)",
     EX_UNAVAILABLE: "secret store unavailable or locked",
     EX_SOFTWARE: "internal error (rerun with -v)",
     EX_TEMPFAIL: "temporary failure (network, identity platform 5xx, timeout, lock wait): retry later",
@@ -53,6 +57,14 @@ class MailtokenError(Exception):
 
 class UsageError(MailtokenError):
     exit_code = EX_USAGE
+
+
+class DataError(MailtokenError):
+    exit_code = EX_DATAERR
+
+
+class NoSuchUser(MailtokenError):
+    exit_code = EX_NOUSER
 
 
 class StoreUnavailable(MailtokenError):

@@ -95,6 +95,27 @@ def validate(name: str, table: dict[str, Any], provider: str, catalog: dict[str,
             if not match or not 0 < int(match.group(2)) < 65536:
                 raise ConfigError(f'{where(key)}: must be "host:port", like "mail.example.org:993"')
             out[key] = table[key]
+    out.update(_graph(table, flow, where))
+    return out
+
+
+def _graph(table: dict[str, Any], flow: str, where: Any) -> dict[str, Any]:
+    """send, graph_url, graph_large: sending through Microsoft Graph (graph/)."""
+    out: dict[str, Any] = {}
+    send = table.get("send", "smtp")
+    if send not in ("smtp", "graph"):
+        raise ConfigError(f'{where("send")}: must be "smtp" or "graph", not \'{send}\'')
+    out["send"] = send
+    if "graph_url" in table:
+        problem = url_problem(table["graph_url"])
+        if problem:
+            raise ConfigError(f"{where('graph_url')}: {problem}, not '{table['graph_url']}'")
+        out["graph_url"] = table["graph_url"].rstrip("/")
+    if "graph_large" in table:
+        out["graph_large"] = table["graph_large"]
+    for key in ("graph_url", "graph_large"):
+        if key in table and send != "graph":
+            raise ConfigError(f'{where(key)}: only used with send = "graph"')
     return out
 
 

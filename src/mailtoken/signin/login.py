@@ -24,9 +24,12 @@ def login(acct: Account, config_path: str, method: str, timeout: float | None = 
     """Sign in, store the grant and the first access token. Returns the username that signed in."""
     engine = providers.engine_for(acct)
     if engine.grantless:
+        from ..graph import consent
         from . import apponly
 
-        return apponly.login(acct, config_path)
+        who = apponly.login(acct, config_path)
+        consent.after_login(acct, config_path, "app")
+        return who
     if method == "default":
         method = _default_method(acct)
     # Check the store before asking a human to sign in: a grant we cannot keep is a wasted sign-in.
@@ -55,6 +58,9 @@ def login(acct: Account, config_path: str, method: str, timeout: float | None = 
     if warning:
         ui.say(f"{acct.name}: warning: {warning}")
     ui.say(f"{acct.name}: signed in as {grant.username or acct.email}; grant kept in {store.describe(acct.name)}")
+    from ..graph import consent
+
+    consent.after_login(acct, config_path, method, timeout)  # send = "graph": the Graph token too
     return grant.username
 
 
