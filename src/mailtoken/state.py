@@ -81,7 +81,16 @@ class AccountFiles:
         )
 
     def all(self) -> dict[str, str]:
-        names = ("record", "graph_record", "graph_settings", "wait", "rescue", "state", "rejected", "pending")
+        names: tuple[str, ...] = (
+            "record",
+            "graph_record",
+            "graph_settings",
+            "wait",
+            "rescue",
+            "state",
+            "rejected",
+            "pending",
+        )
         names += ("notice", "lock")
         return {name: getattr(self, name) for name in names}
 
