@@ -45,7 +45,7 @@ function __mailtoken_at
     test (count $args) -ge 1; and test "$args[1]" = $argv[1]; and test (count $args) -eq (math $argv[2] + 1)
 end
 
-set -l commands token xoauth2 oauthbearer login refresh systemd logout add status config test
+set -l commands token xoauth2 oauthbearer login refresh systemd logout add status config test man
 
 complete -c mailtoken -f
 complete -c mailtoken -s h -l help -d 'show help'
@@ -63,6 +63,7 @@ complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a add -d '
 complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a status -d 'show accounts and token expiry'
 complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a config -d 'print a config block for a mail client'
 complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a test -d 'sign in to the mail servers'
+complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a man -d 'show a manual page of this installation'
 
 # Account names: once for the commands that take one, as often as wanted for those that take several.
 for cmd in token xoauth2 oauthbearer login logout test
@@ -72,6 +73,7 @@ complete -c mailtoken -n '__mailtoken_using refresh status' -a '(__mailtoken_acc
 complete -c mailtoken -n '__mailtoken_at config 0' -a 'msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl' -d client
 complete -c mailtoken -n '__mailtoken_at config 1' -a '(__mailtoken_accounts)' -d account
 complete -c mailtoken -n '__mailtoken_at systemd 0' -a 'install uninstall'
+complete -c mailtoken -n '__mailtoken_at man 0' -a 'mailtoken mailtoken.toml' -d page
 
 complete -c mailtoken -n '__mailtoken_using token xoauth2 oauthbearer refresh test' -l timeout -x -d 'give up after this many seconds'
 complete -c mailtoken -n '__mailtoken_using xoauth2 oauthbearer test' -l user -x -d 'mailbox to authenticate as'
@@ -99,6 +101,8 @@ complete -c mailtoken -n '__mailtoken_using add' -l cloud -x -a 'global usgov us
 complete -c mailtoken -n '__mailtoken_using add' -l store -x -a 'auto keyring file' -d 'where to keep the grant'
 
 complete -c mailtoken -n '__mailtoken_using status' -l json -d 'machine-readable output'
+
+complete -c mailtoken -n '__mailtoken_using man' -l path -d 'print the folder holding the pages (for MANPATH)'
 
 complete -c mailtoken -n '__mailtoken_using test' -l imap -d 'test IMAP (optionally =URL)'
 complete -c mailtoken -n '__mailtoken_using test' -l pop -d 'test POP (optionally =URL)'
