@@ -131,6 +131,8 @@ def test_readme_plain_venv_install_works_in_a_clean_home(tmp_path: Path) -> None
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == f"mailtoken {VERSION}"
     venv = Path(env["HOME"]) / ".local" / "share" / "mailtoken" / "venv"
+    shebang = (venv / "bin" / "mailtoken").read_text().split("\n", 1)[0]
+    assert shebang in (f"#!{venv}/bin/python", f"#!{venv}/bin/python3"), f"pip did not rewrite it: {shebang}"
     man = subprocess.run(
         [str(Path(env["HOME"]) / ".local" / "bin" / "mailtoken"), "man", "--path"], env=env, capture_output=True
     )
