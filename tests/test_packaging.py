@@ -251,9 +251,14 @@ def test_debian_package_builds_lintian_clean_and_runs(tmp_path: Path, signed_in:
     assert deb.name == f"mailtoken_{VERSION}_all.deb"
 
     fields = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends"], capture_output=True, text=True, check=True)
-    # The floors of pyproject's dependencies, carried over by dh_python3 (debian/py3dist-overrides).
-    for dep in pyproject_dependencies():
-        assert f"python3-{dep[0]} (>= {dep[1]})" in fields.stdout, fields.stdout
+    # The floors of pyproject's dependencies, carried over by dh_python3 (debian/py3dist-overrides names them all).
+    overrides = dict(line.split()[:2] for line in (ROOT / "debian" / "py3dist-overrides").read_text().splitlines())
+    overrides = {name.lower(): package.rstrip(";") for name, package in overrides.items()}
+    floors = pyproject_dependencies()
+    assert {"msal", "filelock"} <= {name for name, _ in floors}
+    for name, floor in floors:
+        assert name in overrides, f"debian/py3dist-overrides lacks {name}"
+        assert f"{overrides[name]} (>= {floor})" in fields.stdout, fields.stdout
 
     root = tmp_path / "root"
     subprocess.run(["dpkg-deb", "-x", str(deb), str(root)], check=True)
@@ -286,10 +291,10 @@ def test_debian_package_builds_lintian_clean_and_runs(tmp_path: Path, signed_in:
 
 
 def pyproject_dependencies() -> list[tuple[str, str]]:
-    """(name, minimum) of each runtime dependency with a floor, e.g. ("msal", "1.28")."""
+    """(name, minimum) of each runtime dependency with a floor, e.g. ("msal", "1.28"), markers or not."""
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    floors = [re.fullmatch(r"([a-z0-9-]+)>=([0-9.]+)", d) for d in deps]
-    return [(m.group(1), m.group(2)) for m in floors if m]
+    floors = [re.fullmatch(r"([A-Za-z0-9_.-]+)>=([0-9.]+)(;.*)?", d) for d in deps]
+    return [(m.group(1).lower(), m.group(2)) for m in floors if m]
 
 
 def test_python_m_mailtoken_and_the_launcher_run_the_same_code(signed_in: Env) -> None:

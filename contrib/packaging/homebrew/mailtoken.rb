@@ -4,9 +4,9 @@
 # copy this file into its Formula/):
 #   1. python -m build --sdist, and point `url` at the tarball (a release URL, or file:///…) with its `sha256`
 #      (`shasum -a 256 dist/mailtoken-*.tar.gz`);
-#   2. `brew update-python-resources mailtoken` writes one `resource` block per PyPI dependency (msal, keyring,
-#      platformdirs, filelock, tomlkit and theirs) with its hash. They are not written here: hashes we cannot
-#      install-test would only go stale.
+#   2. `brew update-python-resources mailtoken` writes one `resource` block per PyPI dependency (msal, requests,
+#      PyJWT, truststore, keyring, platformdirs, filelock, tomlkit and theirs) with its hash. They are not written
+#      here: hashes we cannot install-test would only go stale.
 
 class Mailtoken < Formula
   include Language::Python::Virtualenv
