@@ -121,6 +121,12 @@ def test_readme_debian_pipx_install_works_in_a_clean_home(tmp_path: Path) -> Non
     assert [Path(p).name for p in pages.stdout.split()] == ["mailtoken.1", "mailtoken.toml.5"]
     assert all(Path(p).is_relative_to(home / ".local") for p in pages.stdout.split())
 
+    # Nothing outside pipx's own folders: after `pipx uninstall` no mailtoken file is left in HOME.
+    removed = subprocess.run(["pipx", "uninstall", "mailtoken"], env=env, capture_output=True, text=True, timeout=120)
+    assert removed.returncode == 0, removed.stderr
+    left = sorted(home.rglob("*mailtoken*"))
+    assert left == [], left
+
 
 @pytest.mark.integration
 def test_readme_plain_venv_install_works_in_a_clean_home(tmp_path: Path) -> None:
