@@ -310,3 +310,18 @@ def test_python_m_mailtoken_and_the_launcher_run_the_same_code(signed_in: Env) -
     assert via_module.returncode == 0 and via_module.stdout == signed_in.run("token", "work").stdout
     assert signed_in.run("--version").stdout == f"mailtoken {VERSION}\n"
     assert os.access(Path(sys.executable).parent / "mailtoken", os.X_OK)
+
+
+def test_man_verb_finds_this_installations_pages_and_says_when_man_is_missing(env: Env, tmp_path: Path) -> None:
+    prefix_pages = Path(sys.prefix) / "share" / "man"
+    assert env.run("man", "--path").stdout == f"{prefix_pages}\n"
+    shown = env.run("man", "mailtoken.toml", env={**env.vars, "MANPAGER": "cat", "PAGER": "cat"})
+    assert shown.returncode == 0 and shown.stdout.startswith("MAILTOKEN.TOML(5)"), shown.stderr
+    empty = tmp_path / "no-programs"
+    empty.mkdir()
+    missing = env.run("man", env={**env.vars, "PATH": str(empty)})
+    assert missing.returncode == 69 and missing.stdout == ""
+    assert (
+        missing.stderr == f"mailtoken: no man program to show {prefix_pages}/man1/mailtoken.1: install man-db or "
+        "mandoc, or read the file\n"
+    )
