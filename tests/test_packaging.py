@@ -48,11 +48,25 @@ def _readme_block(marker: str) -> list[str]:
     return [line for line in match.group(1).splitlines() if line.strip()]
 
 
-def _clean_home(tmp_path: Path) -> dict[str, str]:
+@pytest.fixture(scope="module")
+def pip_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One pip download cache for this module's installs, outside their HOMEs: the second install of the same
+    dependencies need not fetch them again."""
+    return tmp_path_factory.mktemp("pip-cache")
+
+
+def _clean_home(tmp_path: Path, pip_cache: Path) -> dict[str, str]:
     """A new user's environment: an empty HOME, the system PATH without ~/.local/bin, no venv, no pipx settings."""
     home = tmp_path / "home"
     home.mkdir()
-    return {"HOME": str(home), "PATH": SYSTEM_PATH, "LANG": "C.UTF-8", "USE_EMOJI": "0", "TERM": "dumb"}
+    return {
+        "HOME": str(home),
+        "PATH": SYSTEM_PATH,
+        "LANG": "C.UTF-8",
+        "USE_EMOJI": "0",
+        "TERM": "dumb",
+        "PIP_CACHE_DIR": str(pip_cache),
+    }
 
 
 def _run_block(
@@ -90,9 +104,9 @@ def _login_shell(env: dict[str, str], command: str) -> subprocess.CompletedProce
 
 
 @pytest.mark.integration
-def test_readme_debian_pipx_install_works_in_a_clean_home(tmp_path: Path) -> None:
+def test_readme_debian_pipx_install_works_in_a_clean_home(tmp_path: Path, pip_cache: Path) -> None:
     require("pipx", "man", "/usr/bin/python3")
-    env = _clean_home(tmp_path)
+    env = _clean_home(tmp_path, pip_cache)
     lines = _readme_block("debian-pipx")
     assert lines[0] == "sudo apt install pipx" and lines[-1] == "pipx install .", "the block's order changed"
     src = _tree_copy(tmp_path / "src")
@@ -129,9 +143,9 @@ def test_readme_debian_pipx_install_works_in_a_clean_home(tmp_path: Path) -> Non
 
 
 @pytest.mark.integration
-def test_readme_plain_venv_install_works_in_a_clean_home(tmp_path: Path) -> None:
+def test_readme_plain_venv_install_works_in_a_clean_home(tmp_path: Path, pip_cache: Path) -> None:
     require("/usr/bin/python3")
-    env = _clean_home(tmp_path)
+    env = _clean_home(tmp_path, pip_cache)
     src = _tree_copy(tmp_path / "src")
     result = _run_block(_readme_block("venv"), src, env, tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
