@@ -28,7 +28,7 @@ def _candidates() -> list[Path]:
     for dist in importlib.metadata.distributions(name="mailtoken", path=[site]):
         for file in dist.files or ():
             if file.name == "mailtoken.1" and file.parent.name == "man1":
-                found.append(Path(os.path.normpath(dist.locate_file(file))).parent.parent)
+                found.append(Path(os.path.normpath(str(dist.locate_file(file)))).parent.parent)
     found.append(Path(sys.prefix) / "share" / "man")  # RECORD-less installs: Debian's package, most distributions
     return found
 
