@@ -22,6 +22,8 @@ def test_bench_runs_and_prints_its_table() -> None:
     rows = {line.split(" | ")[0].lstrip("| "): line for line in result.stdout.splitlines() if line.startswith("| ")}
     for label in (
         "cached `mailtoken token` / floor",
+        'cached `mailtoken token` / `python -c "import re"`',
+        "the same through pip's wrapper / floor",
         "mutt_oauth2.py / cached `mailtoken token`",
         "peak RSS: floor / cached `mailtoken token`",
         "cached path, 3 vs 1 account(s)",

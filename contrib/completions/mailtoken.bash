@@ -18,7 +18,7 @@ _mailtoken_accounts() {
 _mailtoken() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=
     ((COMP_CWORD > 0)) && prev=${COMP_WORDS[COMP_CWORD - 1]}
-    local commands="token xoauth2 oauthbearer login refresh systemd logout add status config sendmail test"
+    local commands="token xoauth2 oauthbearer login refresh systemd logout add status config sendmail test man"
     # Options that take a value: the word after them is not a positional argument.
     local valued=" --timeout --user --host --port --min-validity --email --client-id --tenant --authority --cloud --store --cafile --queue -f -F "
     local cmd= word i
@@ -66,6 +66,7 @@ _mailtoken() {
     status) opts+=" --json" ;;
     sendmail) opts+=" -t -i -f -F --timeout --queue --flush" ;;
     test) opts+=" --imap --pop --smtp --host --user --cafile --timeout" ;;
+    man) opts+=" --path" ;;
     esac
     if [[ $cur == -* ]]; then
         mapfile -t COMPREPLY < <(compgen -W "$opts" -- "$cur")
@@ -77,6 +78,7 @@ _mailtoken() {
     token | xoauth2 | oauthbearer | login | logout | sendmail | test) ((nargs == 0)) && words=$(_mailtoken_accounts) ;;
     refresh | status) words=$(_mailtoken_accounts) ;;
     systemd) ((nargs == 0)) && words="install uninstall" ;;
+    man) ((nargs == 0)) && words="mailtoken mailtoken.toml" ;;
     config)
         if ((nargs == 0)); then
             words="msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl"

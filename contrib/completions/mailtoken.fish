@@ -45,7 +45,7 @@ function __mailtoken_at
     test (count $args) -ge 1; and test "$args[1]" = $argv[1]; and test (count $args) -eq (math $argv[2] + 1)
 end
 
-set -l commands token xoauth2 oauthbearer login refresh systemd logout add status config sendmail test
+set -l commands token xoauth2 oauthbearer login refresh systemd logout add status config sendmail test man
 
 complete -c mailtoken -f
 complete -c mailtoken -s h -l help -d 'show help'
@@ -64,6 +64,7 @@ complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a status -
 complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a config -d 'print a config block for a mail client'
 complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a sendmail -d 'send stdin with Microsoft Graph'
 complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a test -d 'sign in to the mail servers'
+complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a man -d 'show a manual page of this installation'
 
 # Account names: once for the commands that take one, as often as wanted for those that take several.
 for cmd in token xoauth2 oauthbearer login logout sendmail test
@@ -73,6 +74,7 @@ complete -c mailtoken -n '__mailtoken_using refresh status' -a '(__mailtoken_acc
 complete -c mailtoken -n '__mailtoken_at config 0' -a 'msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl' -d client
 complete -c mailtoken -n '__mailtoken_at config 1' -a '(__mailtoken_accounts)' -d account
 complete -c mailtoken -n '__mailtoken_at systemd 0' -a 'install uninstall'
+complete -c mailtoken -n '__mailtoken_at man 0' -a 'mailtoken mailtoken.toml' -d page
 
 complete -c mailtoken -n '__mailtoken_using token xoauth2 oauthbearer refresh test' -l timeout -x -d 'give up after this many seconds'
 complete -c mailtoken -n '__mailtoken_using xoauth2 oauthbearer test' -l user -x -d 'mailbox to authenticate as'
@@ -108,6 +110,7 @@ complete -c mailtoken -n '__mailtoken_using sendmail' -s F -x -d 'full name for 
 complete -c mailtoken -n '__mailtoken_using sendmail' -l timeout -x -d 'one deadline for the whole command'
 complete -c mailtoken -n '__mailtoken_using sendmail' -l queue -x -a '(__fish_complete_directories)' -d 'keep unsent messages here'
 complete -c mailtoken -n '__mailtoken_using sendmail' -l flush -d 'send the messages kept in --queue'
+complete -c mailtoken -n '__mailtoken_using man' -l path -d 'print the folder holding the pages (for MANPATH)'
 
 complete -c mailtoken -n '__mailtoken_using test' -l imap -d 'test IMAP (optionally =URL)'
 complete -c mailtoken -n '__mailtoken_using test' -l pop -d 'test POP (optionally =URL)'

@@ -1,4 +1,4 @@
-"""Console-script entry point and `python -m mailtoken`."""
+"""The entry point of bin/mailtoken (the installed launcher) and of `python -m mailtoken`."""
 
 from __future__ import annotations
 

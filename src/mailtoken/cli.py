@@ -326,6 +326,18 @@ def _sendmail_argv(argv: list[str]) -> tuple[list[str], bool] | None:
     return argv[at + 1 :], at > 0
 
 
+def _add_man(sub: Callable[..., argparse.ArgumentParser]) -> None:
+    p = sub("man", "show a manual page of this installation, wherever its installer put it", _run_man)
+    p.add_argument("page", nargs="?", default="mailtoken", choices=("mailtoken", "mailtoken.toml"), help="which page")
+    p.add_argument("--path", action="store_true", help="print the folder holding the pages (for MANPATH)")
+
+
+def _run_man(ctx: Context, args: argparse.Namespace) -> Result:
+    from .commands import man
+
+    return man.run(args.page, path_only=args.path)
+
+
 # --- parser ------------------------------------------------------------------------------------------------
 
 
@@ -369,6 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config(sub)
     _add_sendmail(sub)
     _add_test(sub)
+    _add_man(sub)
     return parser
 
 

@@ -87,6 +87,12 @@ class ConfigError(MailtokenError):
     exit_code = EX_CONFIG
 
 
+class NotInstalled(MailtokenError):
+    """Something this installation should have (a man page, the man program) is missing: not a store problem."""
+
+    exit_code = EX_UNAVAILABLE
+
+
 class DeadlineExceeded(TemporaryFailure):
     pass
 

@@ -76,7 +76,7 @@ class AccountFiles:
     def lock(self) -> str:
         return (
             locations.lock_path(self.account)
-            if locations.xdg_supported()
+            if locations.fast_supported()
             else os.path.join(paths.locks_dir(), self.account + ".lock")
         )
 

@@ -92,7 +92,7 @@ def _notify(account: str, text: str) -> None:
 
 
 def _config_path() -> str:
-    if locations.xdg_supported():
+    if locations.fast_supported():
         return locations.config_path()
     from .. import paths
 
@@ -222,7 +222,7 @@ def send(opts: message.Options, data: bytes) -> None:
 
 
 def _record_dir() -> str:
-    if locations.xdg_supported():
+    if locations.fast_supported():
         return locations.record_dir()
     from .. import paths
 
