@@ -26,6 +26,36 @@ EMAIL = "alice@contoso.com"
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 
 
+def _tree_digest(root: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".py", ".toml", ".typed")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A bare `pytest` after an edit tests the edit: reinstall when src/ differs from the installed package.
+
+    The suite drives the installed console script (as users get it: pip's install of the launcher and the man
+    pages), so an editable install would test less; this keeps a real install and keeps it current."""
+    import mailtoken
+
+    installed = Path(mailtoken.__file__).parent
+    source = Path(__file__).resolve().parent.parent / "src" / "mailtoken"
+    if installed.resolve() == source.resolve() or not source.is_dir():
+        return
+    if _tree_digest(installed) == _tree_digest(source):
+        return
+    print("\nconftest: src/ differs from the installed mailtoken; reinstalling it (pip install --no-deps .)")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "."],
+        cwd=source.parent.parent,
+        check=True,
+    )
+
+
 def require(*programs: str) -> None:
     """An integration test's external programs: missing ones fail in CI and skip elsewhere."""
     missing = [p for p in programs if shutil.which(p) is None and not os.path.exists(p)]
