@@ -300,7 +300,7 @@ def _run_test(ctx: Context, args: argparse.Namespace) -> Result:
 
 def _add_sendmail(sub: Callable[..., argparse.ArgumentParser]) -> None:
     """What --help and the man page show; the command reads its sendmail(8) flags itself (graph/message.py)."""
-    p = sub("sendmail", 'send the message on stdin with Microsoft Graph (a sendmail(8) for send = "graph")', None)  # type: ignore[arg-type]
+    p = sub("sendmail", 'send the message on stdin with Microsoft Graph (a sendmail(8) for send = "graph")', None)
     p.add_argument("account", nargs="?", help="account name from the config (not with --flush)")
     p.add_argument(
         "recipients", nargs="*", metavar="RECIPIENT", help="envelope recipients (with -t: added to the headers')"

@@ -81,8 +81,10 @@ class AccountFiles:
         )
 
     def all(self) -> dict[str, str]:
-        names = ("record", "graph_record", "graph_settings", "wait", "rescue", "state", "rejected", "pending")
-        names += ("notice", "lock")
+        names = (
+            *("record", "graph_record", "graph_settings", "wait", "rescue"),
+            *("state", "rejected", "pending", "notice", "lock"),
+        )
         return {name: getattr(self, name) for name in names}
 
 
