@@ -349,3 +349,15 @@ def test_a_failed_large_send_deletes_its_draft(env: Env, fake: FakeEntra, graph:
     assert out.returncode == 67, out.stderr
     assert graph.sent == [] and graph.drafts == 0
     assert [r["method"] for r in graph.requests][-1] == "DELETE"
+
+
+def test_verbose_sendmail_says_what_it_does_but_never_the_token_and_help_works(sender: Env, graph: FakeGraph) -> None:
+    token = (sender.record_dir / "work~graph.token").read_text().split("token ", 1)[1].split("\n", 1)[0]
+    out = subprocess.run(
+        [MAILTOKEN, "-v", "sendmail", "work", "-t", "-oem"], input=MESSAGE, capture_output=True, env=sender.vars
+    )
+    assert out.returncode == 0, out.stderr
+    assert b"recipients via /me" in out.stderr and b"-oem" in out.stderr
+    assert token.encode() not in out.stderr + out.stdout and len(graph.sent) == 1
+    helped = subprocess.run([MAILTOKEN, "sendmail", "--help"], capture_output=True, env=sender.vars)
+    assert helped.returncode == 0 and b"--queue" in helped.stdout and b"--flush" in helped.stdout

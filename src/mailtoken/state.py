@@ -81,17 +81,10 @@ class AccountFiles:
         )
 
     def all(self) -> dict[str, str]:
-        names: tuple[str, ...] = (
-            "record",
-            "graph_record",
-            "graph_settings",
-            "wait",
-            "rescue",
-            "state",
-            "rejected",
-            "pending",
+        names = (
+            *("record", "graph_record", "graph_settings", "wait", "rescue"),
+            *("state", "rejected", "pending", "notice", "lock"),
         )
-        names += ("notice", "lock")
         return {name: getattr(self, name) for name in names}
 
 
