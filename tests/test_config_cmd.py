@@ -45,7 +45,12 @@ def test_blocks_call_the_helper_by_absolute_path(env: Env) -> None:
     _add(env, "work")
     for client in clientconf.CLIENTS:
         text = _config(env, client, "work")
-        calls = (f"{MAILTOKEN} token work", f'"{MAILTOKEN}", "token", "work"', f'"work", helper="{MAILTOKEN}"')
+        calls = (
+            f"{MAILTOKEN} token work",
+            f"{MAILTOKEN} xoauth2 work",
+            f'"{MAILTOKEN}", "token", "work"',
+            f'"work", helper="{MAILTOKEN}"',
+        )
         assert any(call in text for call in calls), (client, text)
         hosts = [h for h in MS_GLOBAL if h.split(":")[0] in text]
         assert hosts, (client, text)
