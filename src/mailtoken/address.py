@@ -14,7 +14,8 @@ import unicodedata
 
 # RFC 5322 atext, which RFC 5321's Dot-string uses; RFC 6531 adds any UTF-8 non-ASCII character.
 _ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
-_DOT_STRING = re.compile(rf"^[{_ATEXT}\u0080-\U0010ffff]+(\.[{_ATEXT}\u0080-\U0010ffff]+)*$")
+_ATOM = rf"[\u0080-\U0010ffff{_ATEXT}]+"  # the range first: _ATEXT ends with a literal -
+_DOT_STRING = re.compile(rf"^{_ATOM}(\.{_ATOM})*$")
 # RFC 5321 Quoted-string: qtextSMTP (%d32-33 / %d35-91 / %d93-126) or a quoted-pair (backslash, %d32-126).
 _QUOTED = re.compile(r'^"([\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"$')
 _LABEL = re.compile(r"^[A-Za-z0-9\u0080-\U0010ffff]([A-Za-z0-9\u0080-\U0010ffff-]*[A-Za-z0-9\u0080-\U0010ffff])?$")

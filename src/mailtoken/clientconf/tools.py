@@ -52,6 +52,8 @@ def mpop(t: Target) -> str:
         f"passwordeval {msmtprc(t.command())}\n"
         "# Without keep, mpop deletes every message it fetched from the server.\n"
         "keep on\n"
+        "# By name, not mpop's default ~/.mpop_uidls/%U_at_%H: the address would become part of a path.\n"
+        f"uidls_file {msmtprc(f'~/.mpop_uidls/{a}')}\n"
         f"delivery maildir {msmtprc(f'~/Mail/{a}')}\n"
     )
 
