@@ -79,7 +79,7 @@ _mailtoken() {
     systemd) ((nargs == 0)) && words="install uninstall" ;;
     config)
         if ((nargs == 0)); then
-            words="msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl"
+            words="msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl mpop s-nail imapfilter"
         elif ((nargs == 1)); then
             words=$(_mailtoken_accounts)
         fi
