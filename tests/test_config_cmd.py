@@ -187,3 +187,81 @@ def test_other_providers_and_own_hosts(env: Env) -> None:
     text = _config(env, "curl", "own")
     assert "imaps://mail.example.org:1993/" in text and "pop3s://outlook.office365.com:995/" in text
     assert "smtp://smtp.example.org:2587'" in text
+
+
+# --- issue 15: mpop, s-nail, imapfilter ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("keys", "imap", "pop", "smtp"),
+    [
+        ({}, ("outlook.office365.com", 993), ("outlook.office365.com", 995), ("smtp.office365.com", 587)),
+        ({"cloud": "usgov"}, ("outlook.office365.us", 993), ("outlook.office365.us", 995), ("smtp.office365.us", 587)),
+        (
+            {"authority": "https://login.chinacloudapi.cn/contoso.partner.onmschina.cn"},
+            ("imap.partner.outlook.cn", 993),
+            ("pop3.partner.outlook.cn", 995),
+            ("smtp.partner.outlook.cn", 587),
+        ),
+        (
+            {"provider": "google", "client_secret": "not-secret-for-desktop-apps"},
+            ("imap.gmail.com", 993),
+            ("pop.gmail.com", 995),
+            ("smtp.gmail.com", 587),
+        ),
+        (
+            {
+                "provider": "generic",
+                "issuer": "https://id.example.org",
+                "scopes": "!",
+                "imap": "mail.example.org:1993",
+                "smtp": "mail.example.org:2587",
+            },
+            ("mail.example.org", 1993),
+            ("mail.example.org", 995),
+            ("mail.example.org", 2587),
+        ),
+    ],
+)
+def test_mpop_s_nail_and_imapfilter_take_their_hosts_from_the_catalog(
+    env: Env, keys: dict[str, str], imap: tuple[str, int], pop: tuple[str, int], smtp: tuple[str, int]
+) -> None:
+    scopes = keys.pop("scopes", None)
+    _add(env, "acct", **keys)
+    if scopes:  # a TOML list, which _add cannot write
+        env.write_config(env.config_path.read_text() + 'scopes = ["openid", "offline_access"]\n')
+    mpop = _config(env, "mpop", "acct")
+    assert f"\nhost {pop[0]}\nport {pop[1]}\n" in mpop and f"passwordeval {MAILTOKEN} token acct\n" in mpop
+    s_nail = _config(env, "s-nail", "acct")
+    assert f"@{imap[0]}:{imap[1]}\n" in s_nail and f"@{smtp[0]}:{smtp[1]}\n" in s_nail
+    assert f"  vput ! password {MAILTOKEN} token acct\n" in s_nail
+    lua = _config(env, "imapfilter", "acct")
+    assert f'    server = "{imap[0]}",\n    port = {imap[1]},\n' in lua
+    assert f'mailtoken_xoauth2("{MAILTOKEN} xoauth2 acct")' in lua
+
+
+def test_generated_mpop(mailstack: MailStack) -> None:
+    require("mpop")
+    from tests.servers.more_drivers import mpop_fetch
+
+    env, _ = _generated_user(mailstack, "mpop")
+    login, _ = mpop_fetch(mailstack, env, _block(env, "mpop"))
+    assert login.method == "XOAUTH2"
+
+
+def test_generated_s_nail(mailstack: MailStack) -> None:
+    require("s-nail")
+    from tests.servers.more_drivers import snail_list, snail_send
+
+    env, _ = _generated_user(mailstack, "s-nail")
+    block = _block(env, "s-nail")
+    assert snail_send(mailstack, env, block).method == "XOAUTH2"
+    assert snail_list(mailstack, env, block)[0].method == "XOAUTH2"
+
+
+def test_generated_imapfilter(mailstack: MailStack) -> None:
+    require("imapfilter")
+    from tests.servers.more_drivers import imapfilter_filter
+
+    env, _ = _generated_user(mailstack, "imapfilter")
+    assert imapfilter_filter(mailstack, env, _block(env, "imapfilter"))[0].method == "XOAUTH2"
