@@ -11,6 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from mailtoken import systemd
 from tests.conftest import Env, require
@@ -121,3 +123,33 @@ def test_the_program_path_reaches_systemd_as_written(tmp_path: Path, folder: str
 def test_a_program_path_systemd_cannot_run_is_a_config_error() -> None:
     with pytest.raises(systemd.ConfigError, match="quote or a backslash"):
         systemd._exec_path("/opt/it's/mailtoken")
+
+
+FOLDER_CHARS = list(" $%;{}|&<>()`#=*?!~^,:@+") + ["é", "日", "😀", "a", "Z", "0"]
+
+
+@settings(max_examples=12, deadline=None, database=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    folder=st.lists(st.sampled_from(FOLDER_CHARS), min_size=1, max_size=12).map("".join),
+    config_name=st.lists(st.sampled_from([*FOLDER_CHARS, "'", '"', "\\"]), min_size=1, max_size=12).map("".join),
+)
+def test_hostile_program_and_config_paths_give_units_systemd_reads(
+    tmp_path_factory: pytest.TempPathFactory, folder: str, config_name: str
+) -> None:
+    """The program must be found where it is (a real round trip), and the Environment= line must parse."""
+    require("systemd-analyze")
+    root = tmp_path_factory.mktemp("units")
+    program = root / folder.strip() / "mailtoken" if folder.strip() not in ("", ".") else root / "x" / "mailtoken"
+    program.parent.mkdir(parents=True, exist_ok=True)
+    program.write_text("#!/bin/sh\n")
+    program.chmod(0o755)
+    units = systemd.render(systemd._exec_path(str(program)), str(root / config_name))
+    for name, text in units.items():
+        (root / name).write_text(text)
+    check = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", *(str(root / n) for n in units)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (check.returncode, check.stdout + check.stderr) == (0, ""), units[systemd.SERVICE_NAME]
