@@ -75,7 +75,8 @@ def test_imapfilter_daemon_logs_in_with_a_new_token_after_the_first_one_expired(
         (r["time"], r["form"].get("token", "")) for r in mailstack.fake.requests if r["path"] == "/introspect"
     ]
     late = [tok for when, tok in introspected if when > first_exp]
-    assert late and first not in late, "a login after the first token's expiry reused it"
+    assert late, "no login asked for a token after the first one expired"
+    assert first not in late, "a login after the first token's expiry reused it"
     assert len(set(late)) >= 2, "the daemon did not fetch a new token as they expired"
     logins = mailstack.server.logins(mark)
     assert len(logins) >= 6 and all(login.method == "XOAUTH2" for login in logins)
