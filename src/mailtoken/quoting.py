@@ -76,11 +76,14 @@ def mbsyncrc(value: str) -> str:
 
 
 def aerc(value: str) -> str:
-    """aerc's accounts.conf (go-ini): an unquoted value ends at # or ;, a "quoted" one at its last quote."""
+    """aerc's accounts.conf (go-ini, default options): an unquoted value ends at its first # or ; (even
+    inside double quotes), a trailing \\ continues it, and one pair of surrounding quotes is dropped. A value
+    in backquotes is taken as is, up to the last backquote on the line."""
     value = _checked(value)
-    if value == value.strip() and not any(c in value for c in "#;\"'`"):
+    plain = value == value.strip() and not any(c in value for c in "#;") and not value.endswith("\\")
+    if plain and value and value[0] not in "\"'`" and value[-1] not in "\"'`":
         return value
-    return f'"{value}"'
+    return f"`{value}`"
 
 
 def python(value: str) -> str:
