@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import subprocess
 
 import pytest
 
@@ -265,3 +266,28 @@ def test_generated_imapfilter(mailstack: MailStack) -> None:
 
     env, _ = _generated_user(mailstack, "imapfilter")
     assert imapfilter_filter(mailstack, env, _block(env, "imapfilter"))[0].method == "XOAUTH2"
+
+
+def test_a_helper_in_a_hostile_folder_is_reached_by_mbsync_and_aerc(mailstack: MailStack) -> None:
+    """mbsync and aerc cannot print what they parsed, so they log in with it: the helper's path holds a blank,
+    # ; quotes and $, which their syntaxes (mbsync's "\\"", go-ini's comments) must carry through."""
+    require("mbsync", "aerc", "tmux")
+    env, _ = _generated_user(mailstack, "hostile-folder")
+    folder = env.root / 'my bin #1; it\'s "x" $HOME'
+    folder.mkdir()
+    (folder / "mailtoken").symlink_to(MAILTOKEN)
+    blocks = {}
+    for client in ("mbsync", "aerc"):
+        result = subprocess.run(
+            [str(folder / "mailtoken"), "config", client, "work"], env=env.vars, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        blocks[client] = result.stdout
+    assert "PassCmd \"'" in blocks["mbsync"] and "source-cred-cmd = `'" in blocks["aerc"]
+    assert drivers.mbsync_sync(mailstack, env, blocks["mbsync"]).method == "XOAUTH2"
+    write_to = env.home / ".config" / "aerc" / "accounts.conf"
+    drivers.write(write_to, drivers.localize(blocks["aerc"], mailstack))
+    subject = mailstack.seed()
+    mark = mailstack.server.mark()
+    drivers.tui(env, ["aerc"], expect=subject)
+    assert mailstack.server.wait_login(mark, "imap", EMAIL, "XOAUTH2")
