@@ -71,14 +71,16 @@ def test_a_planted_symlink_is_not_followed(env: Env) -> None:
     assert not (units / systemd.SERVICE_NAME).is_symlink()
 
 
-def test_a_unit_folder_others_can_write_is_refused(env: Env) -> None:
+@pytest.mark.parametrize("open_one", ["systemd/user", "systemd", "."])
+def test_a_unit_folder_or_parent_others_can_write_is_refused(env: Env, open_one: str) -> None:
+    """What the old install left under umask 000 (0777 folders): refused until the user fixes them."""
     _fake_systemctl(env)
     units = env.home / ".config" / "systemd" / "user"
     units.mkdir(parents=True)
-    units.chmod(0o777)
+    (env.home / ".config" / open_one).chmod(0o777)
     result = _install(env)
     assert result.returncode == 78
-    assert f"{units} may be written by other users (mode 0777" in result.stderr
+    assert f"{(env.home / '.config' / open_one).resolve()} may be written by other users (mode 0777" in result.stderr
     assert not list(units.iterdir())
 
 

@@ -114,12 +114,18 @@ def _make_dirs(folder: str) -> None:
         mode = CONFIG_HOME_MODE if path == config_home() else UNIT_DIR_MODE
         os.mkdir(path, mode)
         os.chmod(path, mode)  # mkdir's mode is masked by the umask; ours only, never a folder that was there
-    st = os.stat(folder)
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_uid != os.getuid():
-        raise ConfigError(
-            f"{folder} may be written by other users (mode {stat.S_IMODE(st.st_mode):04o}, uid {st.st_uid}): "
-            f"run 'chmod go-w {folder}' (and check what is in it) first"
-        )
+    # A parent others can write to lets them swap the whole folder: check each one up from the config home.
+    path = folder
+    while True:
+        st = os.stat(path)
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_uid != os.getuid():
+            raise ConfigError(
+                f"{path} may be written by other users (mode {stat.S_IMODE(st.st_mode):04o}, uid {st.st_uid}): "
+                f"run 'chmod go-w {path}' (and check what is in it) first"
+            )
+        if path == config_home() or os.path.dirname(path) == path:
+            break
+        path = os.path.dirname(path)
 
 
 def _write_unit(path: str, text: str) -> None:
