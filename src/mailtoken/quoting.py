@@ -109,16 +109,12 @@ def _systemd(value: str) -> str:
 
 
 def systemd_exec_path(path: str) -> str:
-    """ExecStart='s program. systemd takes it literally (no $ expansion: `$$` would stay `$$`) and refuses
-    names with quotes or backslashes ("Executable name contains special characters")."""
+    """ExecStart='s program. systemd takes it literally (no $ expansion: `$$` would stay `$$`, as
+    systemd-analyze verify shows) and refuses names with quotes or backslashes ("Executable name contains
+    special characters"). Only the arguments after it expand $NAME; mailtoken writes none from outside."""
     if any(c in path for c in "\"'\\"):
         raise ValueError("systemd cannot run a program whose path holds a quote or a backslash")
     return _systemd(path)
-
-
-def systemd_exec_arg(arg: str) -> str:
-    """An ExecStart= argument after the program: $NAME and ${NAME} expand there, $$ is a literal $."""
-    return _systemd(arg).replace("$", "$$")
 
 
 def systemd_env(assignment: str) -> str:
