@@ -37,10 +37,10 @@ mailtoken_daemon(1, mailtoken_work, rules)
 
 
 def test_imapfilter_daemon_logs_in_with_a_new_token_after_the_first_one_expired(mailstack: MailStack) -> None:
-    """become_daemon runs the rules every second; tokens live 6 s. Every round must log in with a token
+    """become_daemon runs the rules every second; tokens live 4 s. Every round must log in with a token
     mailtoken hands out then, so rounds keep working long after the first token died."""
     require("imapfilter")
-    lifetime = 6
+    lifetime = 4
     mailstack.fake.set(token_lifetime=lifetime)
     try:
         env = mailstack.user("imapfilter-daemon")
