@@ -81,7 +81,7 @@ _mailtoken() {
     man) ((nargs == 0)) && words="mailtoken mailtoken.toml" ;;
     config)
         if ((nargs == 0)); then
-            words="msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl"
+            words="msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl mpop s-nail imapfilter"
         elif ((nargs == 1)); then
             words=$(_mailtoken_accounts)
         fi

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import address
 from .errors import ConfigError
 from .fast import locations
 
@@ -294,8 +295,12 @@ def validate_account(
         for item in value if isinstance(value, list) else [value]:
             if not isinstance(item, str):
                 raise ConfigError(f"{_where(path, name, key)}: must be a list of strings")
-            if len(item) > MAX_VALUE_CHARS or any(ord(c) < 32 or ord(c) == 127 for c in item):
-                raise ConfigError(f"{_where(path, name, key)}: too long or holds control characters")
+            if len(item) > MAX_VALUE_CHARS:
+                raise ConfigError(f"{_where(path, name, key)}: longer than {MAX_VALUE_CHARS} characters")
+            bad = address.unsafe_char(item)
+            if bad:
+                # Named by code point, never echoed: a bidi override would reorder this very message.
+                raise ConfigError(f"{_where(path, name, key)}: holds {bad}, a control, bidi or invisible character")
     for key in REQUIRED_KEYS:
         if not table.get(key):
             raise ConfigError(f"{_where(path, name, key)}: missing (required)")
@@ -307,9 +312,9 @@ def validate_account(
         )
     spec = catalog[provider]
     email = table["email"]
-    local, at, domain = email.rpartition("@")
-    if not at or not local or "." not in domain or " " in email:
-        raise ConfigError(f"{_where(path, name, 'email')}: '{email}' is not an email address")
+    why = address.problem(email)
+    if why:
+        raise ConfigError(f"{_where(path, name, 'email')}: '{address.shown(email)}' is not an email address ({why})")
     store = table.get("store", "auto")
     if store not in STORES:
         raise ConfigError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .. import address
 from ..errors import ConfigError
 from .base import url_problem
 
@@ -80,9 +81,10 @@ def validate(name: str, table: dict[str, Any], provider: str, catalog: dict[str,
             )
         out["scopes"] = tuple(scopes)
     if "shared" in table:
-        for address in table["shared"]:
-            if not _is_email(address):
-                raise ConfigError(f"{where('shared')}: '{address}' is not an email address")
+        for mailbox in table["shared"]:
+            why = address.problem(mailbox)
+            if why:
+                raise ConfigError(f"{where('shared')}: '{address.shown(mailbox)}' is not an email address ({why})")
         out["shared"] = tuple(table["shared"])
     if "redirect_uri" in table:
         uri = table["redirect_uri"]
@@ -142,8 +144,3 @@ def _argv(value: Any, where: str) -> tuple[str, ...]:
     if any("\0" in v for v in value):
         raise ConfigError(f"{where}: an argument holds a NUL character")
     return tuple(value)
-
-
-def _is_email(text: str) -> bool:
-    local, at, domain = text.rpartition("@")
-    return bool(at and local and "." in domain and " " not in text)
