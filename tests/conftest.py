@@ -120,6 +120,20 @@ class Env:
         tmp.chmod(0o600)
         os.replace(tmp, path)
 
+    def fake_systemctl(self, exit_code: int = 0) -> Path:
+        """A `systemctl` first on PATH that logs its arguments (the returned file) and exits `exit_code`
+        (non-zero: as without a user manager, saying "Failed to connect to bus")."""
+        bin_dir = self.root / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        log = self.root / "systemctl.log"
+        script = bin_dir / "systemctl"
+        fail = 'echo "Failed to connect to bus" >&2\n' if exit_code else ""
+        script.write_text(f'#!/bin/sh\necho "$*" >> {log}\n{fail}exit {exit_code}\n')
+        script.chmod(0o755)
+        if not self.vars["PATH"].startswith(f"{bin_dir}:"):
+            self.vars["PATH"] = f"{bin_dir}:{self.vars['PATH']}"
+        return log
+
     def write_config(self, text: str) -> Path:
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(text)

@@ -18,15 +18,6 @@ from mailtoken import systemd
 from tests.conftest import Env, require
 
 
-def _fake_systemctl(env: Env) -> None:
-    bin_dir = env.root / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    script = bin_dir / "systemctl"
-    script.write_text("#!/bin/sh\nexit 0\n")
-    script.chmod(0o755)
-    env.vars["PATH"] = f"{bin_dir}:{env.vars['PATH']}"
-
-
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
@@ -36,7 +27,7 @@ def _install(user: Env, **kwargs) -> subprocess.CompletedProcess[str]:
 
 
 def test_units_and_the_folders_made_for_them_are_not_writable_by_others_under_umask_000(env: Env) -> None:
-    _fake_systemctl(env)
+    env.fake_systemctl()
     result = _install(env)
     assert result.returncode == 0, result.stderr
     config = env.home / ".config"
@@ -49,7 +40,7 @@ def test_units_and_the_folders_made_for_them_are_not_writable_by_others_under_um
 
 
 def test_folders_that_were_there_keep_their_mode(env: Env) -> None:
-    _fake_systemctl(env)
+    env.fake_systemctl()
     config = env.home / ".config"
     config.mkdir(mode=0o755)
     config.chmod(0o750)
@@ -59,7 +50,7 @@ def test_folders_that_were_there_keep_their_mode(env: Env) -> None:
 
 def test_a_planted_symlink_is_not_followed(env: Env) -> None:
     """The old writer opened the fixed name NAME.tmp with open(): a link there aimed its write anywhere."""
-    _fake_systemctl(env)
+    env.fake_systemctl()
     units = env.home / ".config" / "systemd" / "user"
     units.mkdir(parents=True)
     victim = env.root / "victim"
@@ -74,7 +65,7 @@ def test_a_planted_symlink_is_not_followed(env: Env) -> None:
 @pytest.mark.parametrize("open_one", ["systemd/user", "systemd", "."])
 def test_a_unit_folder_or_parent_others_can_write_is_refused(env: Env, open_one: str) -> None:
     """What the old install left under umask 000 (0777 folders): refused until the user fixes them."""
-    _fake_systemctl(env)
+    env.fake_systemctl()
     units = env.home / ".config" / "systemd" / "user"
     units.mkdir(parents=True)
     (env.home / ".config" / open_one).chmod(0o777)
@@ -85,7 +76,7 @@ def test_a_unit_folder_or_parent_others_can_write_is_refused(env: Env, open_one:
 
 
 def test_a_line_break_in_the_config_path_is_refused(env: Env) -> None:
-    _fake_systemctl(env)
+    env.fake_systemctl()
     result = _install(env, env={"MAILTOKEN_CONFIG": str(env.root / "a\nExecStartPre=/bin/touch /tmp/x")})
     assert result.returncode == 78
     assert result.stderr.count("\n") == 1 and "MAILTOKEN_CONFIG: cannot write U+000A" in result.stderr

@@ -21,7 +21,7 @@ EXIT_CODES = {
     EX_USAGE: "usage error (bad command line)",
     EX_DATAERR: "sendmail: the message cannot be sent as it is (malformed, too large)",
     EX_NOUSER: "sendmail: Graph refused the mailbox (sending as it, or a recipient)",
-    EX_UNAVAILABLE: "secret store unavailable or locked",
+    EX_UNAVAILABLE: "unavailable: the secret store (locked, no D-Bus), systemd's user manager, or the man pages",
     EX_SOFTWARE: "internal error (rerun with -v)",
     EX_TEMPFAIL: "temporary failure (network, identity platform 5xx, timeout, lock wait): retry later",
     EX_NOPERM: "sign-in required (no grant, revoked, expired, MFA or Conditional Access)",

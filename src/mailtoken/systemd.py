@@ -52,6 +52,9 @@ WantedBy=timers.target
 
 
 class SystemdUnavailable(MailtokenError):
+    """The systemd user manager cannot be reached (no user bus: SSH without a session, a container). Exit 69
+    as for a locked keyring: a service mailtoken needs is unavailable; the message says it is systemd's."""
+
     exit_code = EX_UNAVAILABLE
 
 
