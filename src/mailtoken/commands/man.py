@@ -33,21 +33,39 @@ def _candidates() -> list[Path]:
     return found
 
 
-def page_path(page: str) -> Path:
+def _installed(page: str) -> Path | None:
     section, name = PAGES[page]
     for root in _candidates():
         for candidate in (root / section / name, root / section / (name + ".gz")):
             if candidate.is_file():
                 return candidate
-    raise NotInstalled(
+    return None
+
+
+def _not_installed(page: str) -> NotInstalled:
+    return NotInstalled(
         f"the {page} man page is not installed with this mailtoken ({sys.prefix}); "
-        f"read it online or in a source checkout with 'man -l man/{name}'"
+        f"read it online or in a source checkout with 'man -l man/{PAGES[page][1]}'"
     )
 
 
+def page_path(page: str) -> Path:
+    installed = _installed(page)
+    if installed is not None:
+        return installed
+    # An editable install (a developer's) gets no data files: the checkout it runs from has the page.
+    checkout = Path(__file__).resolve().parents[3]
+    if (checkout / "pyproject.toml").is_file() and (checkout / "man" / PAGES[page][1]).is_file():
+        return checkout / "man" / PAGES[page][1]
+    raise _not_installed(page)
+
+
 def man_dir() -> Path:
-    """The folder holding man1/ and man5/, for MANPATH."""
-    return page_path("mailtoken").parent.parent
+    """The folder holding man1/ and man5/, for MANPATH (a checkout's flat man/ would not do)."""
+    installed = _installed("mailtoken")
+    if installed is None:
+        raise _not_installed("mailtoken")
+    return installed.parent.parent
 
 
 def run(page: str, path_only: bool) -> Result:
