@@ -160,6 +160,18 @@ def test_exchange_all_ok(env: Env, tls: TestTLS) -> None:
     assert sorted(scenario.received) == sorted([("imap", expected), ("pop", expected), ("smtp", expected)])
 
 
+def test_the_token_line_says_who_signed_in_when_it_is_not_the_configured_email(env: Env, tls: TestTLS) -> None:
+    """Issue 12: the id token's user (kept at login) beside the configured email, when they differ."""
+    state = env.state_dir / "accounts"
+    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    (state / "work.json").write_text('{"store": "file", "username": "bob@fabrikam.com", "signed_in": 1}')
+    (state / "work.json").chmod(0o600)
+    token = _jwt(aud="https://outlook.office.com", upn=EMAIL, scp=ALL_SCOPES, exp=int(time.time()) + 3600)
+    code, lines = _doctor(env, tls, Scenario(), token, ("imap",))
+    assert code == 0, lines
+    assert f"signed in as bob@fabrikam.com, not the configured email {EMAIL}" in lines["token"]
+
+
 def test_exchange_authenticated_but_not_connected(env: Env, tls: TestTLS) -> None:
     code, lines = _doctor(env, tls, Scenario(imap="not_connected"), "tok-1234", ("imap",))
     assert code == 77

@@ -305,6 +305,17 @@ def check(
     return Result(server, True, reply, detail)
 
 
+def _signed_in_as(acct: Account) -> str:
+    """Who signed in, as the identity platform's id token said at login (kept in the account state)."""
+    from . import store
+
+    try:
+        remembered = store.recall(acct.name) or {}
+    except errors.MailtokenError:
+        return ""
+    return str(remembered.get("username") or "")
+
+
 def run(
     acct: Account,
     config_path: str,
@@ -327,7 +338,12 @@ def run(
     mailbox = user or rec.user
     claims = Claims.of(rec.token)
     left = max(0, int(rec.expires - time.time()))
-    emit(f"token {acct.name}: sign-in {rec.user}, valid for {left // 60} min, {claims.summary()}")
+    line = f"token {acct.name}: sign-in {rec.user}, valid for {left // 60} min, {claims.summary()}"
+    signed_in = _signed_in_as(acct)
+    if signed_in and signed_in.lower() != acct.email.lower():
+        # The classic mistake: the browser was still signed in to another account when the code was entered.
+        line += f"; signed in as {signed_in}, not the configured email {acct.email}"
+    emit(line)
     from concurrent.futures import ThreadPoolExecutor
 
     # All servers at once (each sign-in can take seconds at Exchange), the lines still in protocol order.

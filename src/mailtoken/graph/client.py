@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import urllib.parse
 from collections.abc import Callable
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
 
 from ..errors import ConfigError, SignInRequired, TemporaryFailure
 from .message import BadMessage, RefusedMailbox
@@ -94,14 +94,34 @@ class NotSent(Exception):
         self.text = text
 
 
-def _ssl_context() -> ssl.SSLContext:
-    """The same trust as the identity platform's clients (providers/httpjson.py, which a cached send does not
-    import): REQUESTS_CA_BUNDLE, then CURL_CA_BUNDLE, else OpenSSL's defaults (SSL_CERT_FILE, SSL_CERT_DIR)."""
+def _ssl_context(whole_store: bool = False) -> ssl.SSLContext:
+    """The trust of every HTTPS call (providers/http.py, which a cached send does not import): the operating
+    system's store, REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE added when set, SSL_CERT_FILE and SSL_CERT_DIR honoured.
+
+    Loading the whole system bundle costs more than the rest of a cached send (~15 ms here, far more under
+    load), so the first try looks certificates up one by one in the hashed folder (SSL_CERT_DIR, else
+    OpenSSL's), and only a verification failure loads the whole store (`whole_store`), for systems whose folder
+    has no hash links."""
     import os
     import ssl
 
-    cafile = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-    return ssl.create_default_context(cafile=cafile or None)
+    ctx = ssl.create_default_context(cafile=None, capath=None, cadata=None) if whole_store else None
+    if ctx is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies the certificate and the host name
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        defaults = ssl.get_default_verify_paths()
+        folder = os.environ.get("SSL_CERT_DIR") or defaults.capath or defaults.openssl_capath
+        cafile = os.environ.get("SSL_CERT_FILE")
+        if cafile:
+            ctx.load_verify_locations(cafile=cafile)
+        elif folder and os.path.isdir(folder):
+            ctx.load_verify_locations(capath=folder)
+        else:
+            ctx.load_default_certs()
+    extra = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if extra:
+        ctx.load_verify_locations(cafile=extra)
+    return ctx
 
 
 class Connection:
@@ -130,28 +150,41 @@ class Connection:
         self._sock = self._file = None
 
     def _open(self) -> None:
-        import socket
+        import ssl
 
         # An ASCII host as bytes: a str makes getaddrinfo and ssl load the idna codec (~15 ms per send).
         host = self.host.encode("ascii") if self.host.isascii() else self.host
         try:
-            raw = socket.create_connection((cast(str, host), self.port), timeout=self.timeout())
-            try:
-                sock = _ssl_context().wrap_socket(raw, server_hostname=cast(str, host))
-            except BaseException:
-                raw.close()
-                raise
+            sock = self._connect(cast(str, host), whole_store=False)
+        except ssl.SSLCertVerificationError:
+            try:  # the hashed folder may lack what the whole store has: once more, with all of it
+                sock = self._connect(cast(str, host), whole_store=True)
+            except OSError as exc:
+                self._failed(exc)
         except OSError as exc:
-            self.close()
-            import ssl
-
-            if isinstance(exc, ssl.SSLError):  # no retry can fix a certificate: say so at once
-                raise TemporaryFailure(
-                    f"temporary failure: TLS with {self.host} failed ({getattr(exc, 'reason', None) or _why(exc)}; a "
-                    "proxy, or REQUESTS_CA_BUNDLE, may be wrong): the message was not sent"
-                ) from None
-            raise NotSent(f"cannot connect to {self.host} ({_why(exc)})") from None
+            self._failed(exc)
         self._sock, self._file = sock, sock.makefile("rb")
+
+    def _connect(self, host: str, whole_store: bool) -> ssl.SSLSocket:
+        import socket
+
+        raw = socket.create_connection((host, self.port), timeout=self.timeout())
+        try:
+            return _ssl_context(whole_store).wrap_socket(raw, server_hostname=host)
+        except BaseException:
+            raw.close()
+            raise
+
+    def _failed(self, exc: OSError) -> NoReturn:
+        import ssl
+
+        self.close()
+        if isinstance(exc, ssl.SSLError):  # no retry can fix a certificate: say so at once
+            raise TemporaryFailure(
+                f"temporary failure: TLS with {self.host} failed ({getattr(exc, 'reason', None) or _why(exc)}; a "
+                "proxy, or REQUESTS_CA_BUNDLE, may be wrong): the message was not sent"
+            ) from None
+        raise NotSent(f"cannot connect to {self.host} ({_why(exc)})") from None
 
     def request(self, method: str, url: str, body: bytes | None, headers: dict[str, str]) -> Answer:
         parts = urllib.parse.urlsplit(url)
