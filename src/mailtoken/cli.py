@@ -190,6 +190,15 @@ def _run_test(ctx: Context, args: argparse.Namespace) -> int:
     return doctor.run_cli(_account(ctx, args.account), ctx.config_path, args)
 
 
+# --- serve (the bridge) --------------------------------------------------------------------------------------
+
+
+def _run_serve(ctx: Context, args: argparse.Namespace) -> str | int | None:
+    from .bridge import cli as bridge_cli
+
+    return bridge_cli.run(ctx, args, _load)
+
+
 # --- parser ------------------------------------------------------------------------------------------------
 
 
@@ -330,6 +339,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help=f"give up on the token, and on each server, after this long (default {DEFAULT_TIMEOUT:g})",
     )
+    p = verb(
+        "serve", "run the local IMAP/POP3/SMTP bridge for password-only clients, or manage its passwords", _run_serve
+    )
+    from .bridge import cli as bridge_cli
+
+    bridge_cli.add_arguments(p, _Parser)
     return parser
 
 

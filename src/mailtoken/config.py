@@ -18,7 +18,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 STORES = ("auto", "keyring", "file")
-TOP_LEVEL_KEYS = ("accounts", "defaults")
+TOP_LEVEL_KEYS = ("accounts", "defaults", "serve")
 # What each key holds, for validation and for `mailtoken add`; man/mailtoken.toml.5 documents each.
 ACCOUNT_KEYS: dict[str, type] = {
     "provider": str,
@@ -93,6 +93,7 @@ class Account:
 class Config:
     path: str
     accounts: dict[str, Account] = field(default_factory=dict)
+    serve: tuple = ()  # bridge.config.Listener, one per [[serve]] table
 
     def account(self, name: str) -> Account:
         if name in self.accounts:
@@ -141,7 +142,12 @@ def parse(text: str, path: str) -> Config:
     accounts = {}
     for name, table in tables.items():
         accounts[name] = validate_account(name, table, path, providers.catalog(), defaults)
-    return Config(path=path, accounts=accounts)
+    serve = ()
+    if "serve" in data:
+        from .bridge import config as bridge_config
+
+        serve = bridge_config.validate(data["serve"], path, accounts)
+    return Config(path=path, accounts=accounts, serve=serve)
 
 
 def parse_duration(value: object) -> int:
