@@ -279,7 +279,7 @@ class ClientSide:
         if not first.strip() and len(segments) == 1:
             return self._error(b"* BAD Empty command line\r\n")
         tag = self._tag_of(first)
-        if tag == b"*" or not first.isascii():
+        if tag == b"*":
             return self._error(b"* BAD Invalid tag\r\n")
         try:
             tokens = _tokens(segments)
