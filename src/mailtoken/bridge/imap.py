@@ -369,6 +369,9 @@ _COMMANDS = {
 
 # -- upstream ---------------------------------------------------------------------------------------------
 
+# Until an upstream has been seen (probe or first login): IMAP4rev1, SASL-IR and AUTH=PLAIN only, so that no
+# client counts on an extension the upstream may lack.
+DEFAULT_CAPABILITIES: list[str] = []
 _NOT_CONNECTED = "User is authenticated but not connected"
 _CAP_CODE = re.compile(r"\[CAPABILITY ([^\]]*)\]", re.I)
 _CODE = re.compile(r"^\[([A-Z-]+)[^\]]*\]\s*", re.I)
@@ -388,9 +391,10 @@ def _code_kind(text: str) -> str:
 class UpstreamSide:
     """Signs in to the real IMAP server with XOAUTH2; `capabilities` is what it offers after login."""
 
-    def __init__(self, *, user: str, token: str, starttls: bool) -> None:
+    def __init__(self, *, user: str, token: str, starttls: bool, probe_only: bool = False) -> None:
         self._xoauth2 = base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode())
         self._starttls = starttls
+        self.probe_only = probe_only  # stop once the (post-TLS) capabilities are known: sign in nowhere
         self.capabilities: list[str] = []
         self.buf = bytearray()
         self.state = "greeting"  # greeting | starttls | capability | auth | auth-error | check | done
@@ -473,6 +477,9 @@ class UpstreamSide:
         return [self._fail("protocol", f"unexpected reply from upstream: {line[:80]}")]
 
     def _authenticate(self) -> list[UpstreamEvent]:
+        if self.probe_only:
+            self.state = "done"
+            return [Send(b"m9 LOGOUT\r\n"), Authenticated()]
         upper = [c.upper() for c in self.capabilities]
         if upper and "AUTH=XOAUTH2" not in upper:
             return [self._fail("protocol", "upstream does not offer AUTH=XOAUTH2")]

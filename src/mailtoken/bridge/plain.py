@@ -6,9 +6,9 @@ import base64
 import binascii
 
 
-def clean(text: str) -> str:
+def clean(text: str, default: str = "Authentication failed") -> str:
     """A message for the client and the log: one line of printable text."""
-    return "".join(ch if ch.isprintable() else " " for ch in text).strip()[:400] or "failed"
+    return "".join(ch if ch.isprintable() else " " for ch in text).strip()[:400] or default
 
 
 def parse_plain(response: bytes) -> tuple[str, str] | None:

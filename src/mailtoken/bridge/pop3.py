@@ -26,6 +26,7 @@ from mailtoken.bridge.plain import clean, decode_b64, parse_plain
 
 MAX_ERRORS = 10
 UPSTREAM_MAX_LINE = 64 * 1024
+DEFAULT_CAPABILITIES: list[str] = []  # until an upstream has been seen
 # CAPA lines the bridge answers for itself (it does the authentication and the TLS).
 _HIDDEN = ("SASL", "STLS", "USER", "RESP-CODES", "AUTH-RESP-CODE")
 
@@ -220,9 +221,10 @@ def _kind(text: str) -> str:
 class UpstreamSide:
     """Signs in to the real POP3 server with XOAUTH2; `capabilities` is its CAPA (after TLS) as lines."""
 
-    def __init__(self, *, user: str, token: str, starttls: bool) -> None:
+    def __init__(self, *, user: str, token: str, starttls: bool, probe_only: bool = False) -> None:
         self._xoauth2 = base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode())
         self._starttls = starttls
+        self.probe_only = probe_only  # stop once the (post-TLS) CAPA is known: sign in nowhere
         self.capabilities: list[str] = []
         self.buf = bytearray()
         self.state = "greeting"  # greeting | stls | capa | capa-list | auth | response | error | done
@@ -303,6 +305,9 @@ class UpstreamSide:
         return [self._fail("protocol", f"unexpected reply from upstream: {line[:80]}")]
 
     def _auth(self) -> list[UpstreamEvent]:
+        if self.probe_only:
+            self.state = "done"
+            return [Send(b"QUIT\r\n"), Authenticated()]
         sasl = [c.split()[1:] for c in self.capabilities if c.split()[:1] == ["SASL"]]
         if sasl and "XOAUTH2" not in (m.upper() for m in sasl[0]):
             return [self._fail("protocol", "upstream does not offer SASL XOAUTH2")]
