@@ -160,6 +160,7 @@ class Verifier:
         # At most two scrypt computations at once (128 MiB each): a flood of logins cannot take the memory.
         self._slow = asyncio.Semaphore(2)
         self._failures: dict[str, tuple[int, float]] = {}
+        self._inflight: dict[bytes, asyncio.Lock] = {}
 
     def devices(self) -> dict[str, Device]:
         """The file's devices, re-read when it changed (so `serve revoke` takes effect without a restart)."""
@@ -186,10 +187,20 @@ class Verifier:
         if len(password) > 1024:
             return None
         for dev in candidates:
-            async with self._slow:
-                digest = await asyncio.to_thread(_scrypt, password, dev.salt, dev.n, dev.r, dev.p)
+            mac = self._mac(dev, password)
+            # Single flight: a burst of logins with one password costs one scrypt, not one each.
+            lock = self._inflight.setdefault(mac, asyncio.Lock())
+            try:
+                async with lock:
+                    if mac in self._known:
+                        return dev.name
+                    async with self._slow:
+                        digest = await asyncio.to_thread(_scrypt, password, dev.salt, dev.n, dev.r, dev.p)
+            finally:
+                if not lock.locked() and self._inflight.get(mac) is lock:
+                    del self._inflight[mac]
             if hmac.compare_digest(digest, dev.hash):
-                self._known.add(self._mac(dev, password))
+                self._known.add(mac)
                 return dev.name
         return None
 
