@@ -166,24 +166,8 @@ def test_curl_user_fetches_over_the_bridge(mailstack: MailStack, bridge: BridgeP
 
 def test_fetchmail_imap_with_a_password(mailstack: MailStack, bridge: BridgeProcess, user: Env) -> None:
     require("fetchmail")
-    _fetchmail(mailstack, bridge, user, "IMAP", _port(bridge), "imap")
-
-
-def _fetchmail(stack: MailStack, bridge: BridgeProcess, user: Env, proto: str, port: int, service: str) -> None:
-    password = bridge.password(f"fetchmail-{proto.lower()}")
-    subject = stack.seed()
-    out = user.home / f"fetched-{proto.lower()}.mbox"
-    # As users write it; `sslproto ''` because fetchmail 6.4 insists on STLS/STARTTLS unless told otherwise.
-    rc = drivers.write(
-        user.home / f".fetchmailrc-{proto.lower()}",
-        f'poll 127.0.0.1 service {port} protocol {proto} auth password\n  user "{EMAIL}" password "{password}"\n'
-        f"  sslproto '' keep fetchall\n  mda \"/bin/sh -c 'cat >> {out}'\"\n",
-    )
-    mark = stack.server.mark()
-    run = stack.run(user, ["fetchmail", "-f", str(rc), "--nodetach", "--nosyslog", "-v"], timeout=90)
-    assert run.returncode == 0, str(run)
-    assert out.exists() and f"Subject: {subject}" in out.read_text(errors="replace"), str(run)
-    stack.server.wait_login(mark, service, EMAIL, "XOAUTH2")
+    password = bridge.password("fetchmail-imap")
+    drivers.fetchmail_fetch(mailstack, user, "IMAP", _port(bridge), password)
     assert password not in bridge.log()
 
 
