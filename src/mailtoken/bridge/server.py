@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import inspect
 import itertools
 import os
 import signal
@@ -80,6 +81,7 @@ class Bridge:
         self.states = [self._prepare(lst) for lst in cfg.serve]
         self.ids = itertools.count(1)
         self.stopping = asyncio.Event()
+        self.idle: set[asyncio.Task] = set()  # sessions waiting for a client's command before login
 
     def _prepare(self, lst: Listener) -> ListenerState:
         acct = self.cfg.account(lst.account)
@@ -120,7 +122,7 @@ class Bridge:
                 f"{lst.name}: listening (account {lst.account}, upstream {host}:{port} {mode}, local TLS "
                 f"{lst.local_tls})"
             )
-            if lst.protocol == "smtp":
+            if "probe_only" in inspect.signature(state.module.UpstreamSide).parameters:
                 self._spawn(state, self._probe(state))
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
@@ -129,6 +131,8 @@ class Bridge:
         sd_notify("STOPPING=1")
         for server in servers:
             server.close()
+        for task in list(self.idle):
+            task.cancel()  # waiting for a client's next pre-login command: nothing to finish
         tasks = {t for s in self.states for t in s.tasks}
         log(f"stopping: {len(tasks)} open session(s), waiting up to {DRAIN:g} s")
         if tasks:
@@ -147,7 +151,7 @@ class Bridge:
         return task
 
     async def _probe(self, state: ListenerState) -> None:
-        """Learn the SMTP upstream's extensions (EHLO after STARTTLS) before the first client asks."""
+        """Learn what the upstream offers (SMTP EHLO, POP3 CAPA, after TLS) before the first client asks."""
         host, port, mode = state.upstream
         machine = state.module.UpstreamSide(user="", token="", starttls=mode == "starttls", probe_only=True)
         try:
@@ -254,15 +258,28 @@ class Session:
                     with contextlib.suppress(OSError):
                         await self.writer.drain()
                     return
+            task = asyncio.current_task()
             try:
                 await self.writer.drain()
+                if self.bridge.stopping.is_set():
+                    self.outcome = "closed by shutdown before login"
+                    return
+                if task is not None:
+                    self.bridge.idle.add(task)
                 data = await asyncio.wait_for(self.reader.read(65536), lst.idle_timeout)
+            except asyncio.CancelledError:
+                if not self.bridge.stopping.is_set():
+                    raise
+                self.outcome = "closed by shutdown before login"
+                return
             except asyncio.TimeoutError:
                 self.outcome = f"idle for {lst.idle_timeout} s before login"
                 return
             except (ConnectionError, OSError, ssl.SSLError) as exc:
                 self.outcome = f"client connection broke before login ({_reason(exc)})"
                 return
+            finally:
+                self.bridge.idle.discard(task)  # type: ignore[arg-type]
             if not data:
                 self.outcome = "client left before login" if self.outcome == "before login" else self.outcome
                 return

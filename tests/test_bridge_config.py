@@ -1,0 +1,167 @@
+"""Issue 13: `[[serve]]` validation, `mailtoken serve passwd/list/revoke`, and serve's exits and signals."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import signal
+import smtplib
+import socket
+import stat
+import threading
+import time
+
+import pytest
+
+from mailtoken import config
+from mailtoken.errors import ConfigError
+from tests.conftest import EMAIL, Env
+from tests.servers.bridge import BridgeProcess, ServeTable
+
+ACCOUNT = f'[accounts.work]\nemail = "{EMAIL}"\nclient_id = "x"\n'
+
+
+def parse(serve: str, accounts: str = ACCOUNT):
+    return config.parse(accounts + serve, "/cfg.toml")
+
+
+def refused(serve: str) -> str:
+    with pytest.raises(ConfigError) as exc:
+        parse(serve)
+    assert exc.value.exit_code == 78
+    return exc.value.message
+
+
+def test_defaults_loopback_port_account_and_allow() -> None:
+    (lst,) = parse('[[serve]]\nprotocol = "imap"\n').serve
+    assert (lst.host, lst.port, lst.account, lst.local_tls) == ("127.0.0.1", 1143, "work", "none")
+    assert lst.allows("127.0.0.1") and lst.allows("::1") and not lst.allows("192.168.1.20")
+    (lst,) = parse('[[serve]]\nprotocol = "smtp"\nupstream = "smtp.example.org:465"\n').serve
+    assert lst.upstream_tls == "implicit" and lst.port == 1587
+
+
+def test_errors_name_the_file_the_table_and_the_key_with_the_closest_one() -> None:
+    msg = refused('[[serve]]\nprotocol = "smtp"\n[[serve]]\nprotocol = "pop3"\nlisten = "1110"\nupstrem = "x"\n')
+    assert msg == "/cfg.toml: [[serve]] #2 (pop3) upstrem: unknown key (did you mean 'upstream'?)"
+    assert "did you mean 'imap'" in refused('[[serve]]\nprotocol = "imapp"\n')
+    assert "[[serve]] #1 (smtp) account: no account 'wrok' (did you mean 'work'?)" in refused(
+        '[[serve]]\nprotocol = "smtp"\naccount = "wrok"\n'
+    )
+    assert "listen" in refused('[[serve]]\nprotocol = "smtp"\nlisten = "127.0.0.1:99999"\n')
+    assert "allow" in refused('[[serve]]\nprotocol = "smtp"\nallow = ["not-a-net"]\n')
+    assert "also the listen address of [[serve]] #1" in refused(
+        '[[serve]]\nprotocol = "smtp"\n[[serve]]\nprotocol = "imap"\nlisten = "127.0.0.1:1587"\n'
+    )
+
+
+def test_a_lan_address_without_tls_needs_allow_plaintext() -> None:
+    lan = '[[serve]]\nprotocol = "smtp"\nlisten = "192.168.1.5:1587"\nallow = ["192.168.1.0/24"]\n'
+    assert "allow_plaintext = true" in refused(lan)
+    assert parse(lan + "allow_plaintext = true\n").serve[0].allow_plaintext
+    assert parse(lan + 'local_tls = "starttls"\n').serve[0].local_tls == "starttls"
+
+
+def test_serve_with_a_bad_table_exits_78_naming_it(env: Env) -> None:
+    env.write_config(ACCOUNT + '[[serve]]\nprotocol = "smtp"\nlocal_tls = "nope"\n')
+    result = env.run("serve")
+    assert result.returncode == 78
+    assert f"{env.config_path}: [[serve]] #1 (smtp) local_tls: must be one of none, starttls, implicit" in result.stderr
+
+
+def test_passwd_prints_only_the_password_and_stores_a_private_slow_hash(env: Env) -> None:
+    env.write_config(ACCOUNT)
+    result = env.run("serve", "passwd", "printer", "--account", "work")
+    assert result.returncode == 0, result.stderr
+    password = result.stdout.strip()
+    assert result.stdout == password + "\n" and len(password) >= 20
+    store = env.state_dir / "serve" / "passwords.json"
+    assert stat.S_IMODE(store.stat().st_mode) == 0o600
+    data = json.loads(store.read_text())
+    assert password not in store.read_text() and data["devices"]["printer"]["n"] >= 1 << 17
+    listing = env.run("serve", "list")
+    assert "printer" in listing.stdout and "work" in listing.stdout and password not in listing.stdout
+    assert env.run("serve", "passwd", "printer", "--account", "nope").returncode == 78
+    assert env.run("serve", "revoke", "printer").returncode == 0
+    assert env.run("serve", "revoke", "printer").returncode == 64
+    assert "no devices" in env.run("serve", "list").stdout
+
+
+def test_a_port_in_use_exits_75_naming_the_listener(env: Env) -> None:
+    env.write_config(ACCOUNT)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        BridgeProcess(env, [ServeTable("smtp", port=port, upstream="127.0.0.1:587")])
+        result = env.run("serve", timeout=30)
+    assert result.returncode == 75, result.stderr
+    assert f"smtp 127.0.0.1:{port}: cannot listen" in result.stderr
+
+
+def _slow_upstream(sock: socket.socket, delay: float) -> None:
+    """Greet each connection after DELAY and offer no STARTTLS (the bridge then answers 454)."""
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            time.sleep(delay)
+            conn.sendall(b"220 slow.example ESMTP\r\n")
+            conn.recv(1000)
+            conn.sendall(b"250 slow.example\r\n")
+            conn.recv(1000)
+
+    with contextlib.suppress(OSError):
+        while True:
+            threading.Thread(target=serve, args=(sock.accept()[0],), daemon=True).start()
+
+
+def test_sigterm_lets_an_open_session_finish_and_notify_socket_hears_ready_and_stopping(
+    signed_in: Env, tmp_path
+) -> None:
+    """A login waiting on a slow upstream is open when SIGTERM comes: it gets its reply, then serve exits 0."""
+    env = signed_in
+    notify_path = str(tmp_path / "notify.sock")
+    notices = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notices.bind(notify_path)
+    notices.settimeout(20)
+    upstream = socket.socket()
+    upstream.bind(("127.0.0.1", 0))
+    upstream.listen()
+    table = ServeTable("smtp", upstream=f"127.0.0.1:{upstream.getsockname()[1]}", upstream_tls="starttls")
+    bridge = BridgeProcess(env, [table], extra_env={"NOTIFY_SOCKET": notify_path})
+    try:
+        password = bridge.password("slow")
+        threading.Thread(target=_slow_upstream, args=(upstream, 3.0), daemon=True).start()
+        bridge.start()
+        assert notices.recv(100) == b"READY=1"
+        client = smtplib.SMTP("127.0.0.1", table.port, "localhost", timeout=30)
+        client.ehlo()
+        client.putcmd("AUTH", "PLAIN " + base64.b64encode(f"\0{EMAIL}\0{password}".encode()).decode())
+        bridge.wait_log("connect")
+        time.sleep(1.0)  # the password is checked; the bridge now waits for the slow upstream's greeting
+        assert bridge.proc is not None
+        bridge.proc.send_signal(signal.SIGTERM)
+        assert notices.recv(100) == b"STOPPING=1"
+        try:
+            code, text = client.getreply()
+        except smtplib.SMTPServerDisconnected:
+            raise AssertionError(bridge.log()) from None
+        assert code == 454 and b"STARTTLS" in text, (code, text)
+        client.close()
+        assert bridge.proc.wait(20) == 0
+        assert "stopped" in bridge.log()
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", table.port), timeout=2)
+    finally:
+        bridge.stop()
+        notices.close()
+        upstream.close()
+
+
+def test_dropped_at_accept_when_not_allowed(env: Env) -> None:
+    env.write_config(ACCOUNT)
+    table = ServeTable("smtp", upstream="127.0.0.1:587", allow=["10.0.0.0/8"])
+    with BridgeProcess(env, [table]) as bridge:
+        with socket.create_connection(("127.0.0.1", table.port), timeout=5) as sock:
+            assert sock.recv(100) == b""  # closed without a greeting
+        assert "dropped (not in allow)" in bridge.wait_log("dropped")
