@@ -5,20 +5,24 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import re
 import signal
 import smtplib
 import socket
 import stat
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from mailtoken import config
 from mailtoken.errors import ConfigError
-from tests.conftest import EMAIL, Env
+from tests.conftest import EMAIL, MAILTOKEN, Env, require
 from tests.servers.bridge import BridgeProcess, ServeTable
 
+ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT = f'[accounts.work]\nemail = "{EMAIL}"\nclient_id = "x"\n'
 
 
@@ -165,3 +169,35 @@ def test_dropped_at_accept_when_not_allowed(env: Env) -> None:
         with socket.create_connection(("127.0.0.1", table.port), timeout=5) as sock:
             assert sock.recv(100) == b""  # closed without a greeting
         assert "dropped (not in allow)" in bridge.wait_log("dropped")
+
+
+def test_every_serve_key_is_in_the_man_page() -> None:
+    from mailtoken.bridge.config import SERVE_KEYS
+
+    page = (ROOT / "man" / "mailtoken.toml.5").read_text()
+    for key in SERVE_KEYS:
+        assert re.search(rf"^\.It Ic {key} No = ", page, re.M), f"[[serve]] {key} is not in mailtoken.toml.5"
+
+
+def test_systemd_install_serve_writes_the_contrib_unit_and_enables_it(env: Env) -> None:
+    from mailtoken import systemd
+
+    contrib = (ROOT / "contrib" / "systemd" / systemd.SERVE_NAME).read_text()
+    assert contrib == systemd.render_serve(systemd.CONTRIB_EXEC)[systemd.SERVE_NAME], "contrib unit drifted"
+    bin_dir = env.root / "bin"
+    bin_dir.mkdir()
+    log = env.root / "systemctl.log"
+    (bin_dir / "systemctl").write_text(f'#!/bin/sh\necho "$*" >> {log}\n')
+    (bin_dir / "systemctl").chmod(0o755)
+    env.vars["PATH"] = f"{bin_dir}:{env.vars['PATH']}"
+    result = env.run("systemd", "install", "--serve")
+    assert result.returncode == 0, result.stderr
+    unit = env.home / ".config" / "systemd" / "user" / systemd.SERVE_NAME
+    text = unit.read_text()
+    assert "Type=notify\n" in text and f"ExecStart={MAILTOKEN} serve\n" in text
+    assert log.read_text().splitlines() == ["--user daemon-reload", "--user enable --now mailtoken-serve.service"]
+    require("systemd-analyze")
+    check = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True, text=True)
+    assert (check.returncode, check.stdout + check.stderr) == (0, "")
+    assert env.run("systemd", "uninstall").returncode == 0 and not unit.exists()
+    assert "--user disable --now mailtoken-serve.service" in log.read_text()

@@ -18,9 +18,9 @@ _mailtoken_accounts() {
 _mailtoken() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=
     ((COMP_CWORD > 0)) && prev=${COMP_WORDS[COMP_CWORD - 1]}
-    local commands="token xoauth2 oauthbearer login refresh systemd logout add status config test"
+    local commands="token xoauth2 oauthbearer login refresh systemd logout add status config test serve"
     # Options that take a value: the word after them is not a positional argument.
-    local valued=" --timeout --user --host --port --min-validity --email --client-id --tenant --authority --cloud --store --cafile "
+    local valued=" --timeout --user --host --port --min-validity --email --client-id --tenant --authority --cloud --store --cafile --account "
     local cmd= word i
     local -i nargs=0 skip=0
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -41,6 +41,7 @@ _mailtoken() {
     --cloud) mapfile -t COMPREPLY < <(compgen -W "global usgov usgov-dod china" -- "$cur"); return ;;
     --tenant) mapfile -t COMPREPLY < <(compgen -W "common organizations consumers" -- "$cur"); return ;;
     --cafile) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+    --account) mapfile -t COMPREPLY < <(compgen -W "$(_mailtoken_accounts)" -- "$cur"); return ;;
     --timeout | --user | --host | --port | --min-validity | --email | --client-id | --authority) return ;;
     esac
 
@@ -60,7 +61,8 @@ _mailtoken() {
     oauthbearer) opts+=" --timeout --user --raw --host --port" ;;
     login) opts+=" --device --browser --paste --timeout --no-wait --resume" ;;
     refresh) opts+=" --all --min-validity --timeout" ;;
-    systemd) opts+=" --no-enable" ;;
+    systemd) opts+=" --no-enable --serve" ;;
+    serve) [[ ${COMP_WORDS[*]} == *" passwd "* ]] && opts+=" --account" ;;
     add) opts+=" --email --client-id --tenant --authority --cloud --store" ;;
     status) opts+=" --json" ;;
     test) opts+=" --imap --pop --smtp --host --user --cafile --timeout" ;;
@@ -75,6 +77,7 @@ _mailtoken() {
     token | xoauth2 | oauthbearer | login | logout | test) ((nargs == 0)) && words=$(_mailtoken_accounts) ;;
     refresh | status) words=$(_mailtoken_accounts) ;;
     systemd) ((nargs == 0)) && words="install uninstall" ;;
+    serve) ((nargs == 0)) && words="passwd revoke list" ;;
     config)
         if ((nargs == 0)); then
             words="msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl"

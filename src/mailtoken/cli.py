@@ -123,7 +123,7 @@ def _run_systemd(ctx: Context, args: argparse.Namespace) -> None:
     from . import systemd
 
     if args.action == "install":
-        systemd.install(enable=not args.no_enable)
+        systemd.install(enable=not args.no_enable, serve=args.serve)
     else:
         systemd.uninstall()
 
@@ -297,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = verb("systemd", "install or remove a user timer running 'mailtoken refresh --all' every 20 min", _run_systemd)
     p.add_argument("action", choices=("install", "uninstall"))
     p.add_argument("--no-enable", action="store_true", help="only write the unit files; do not run systemctl --user")
+    p.add_argument("--serve", action="store_true", help="install the bridge's service (mailtoken serve) instead")
 
     p = verb("logout", "remove every stored token of the account", _run_logout)
     p.add_argument("account")
