@@ -201,3 +201,46 @@ def test_systemd_install_serve_writes_the_contrib_unit_and_enables_it(env: Env) 
     assert (check.returncode, check.stdout + check.stderr) == (0, "")
     assert env.run("systemd", "uninstall").returncode == 0 and not unit.exists()
     assert "--user disable --now mailtoken-serve.service" in log.read_text()
+
+
+def test_garbage_tls_hellos_silence_and_vanishing_clients_end_cleanly(env: Env) -> None:
+    """Before login: every bad client gets an error or a close, the bridge logs no internal error and still
+    greets the next one; idle clients are closed after idle_timeout and connections beyond max_connections
+    are dropped."""
+    env.write_config(ACCOUNT)
+    table = ServeTable("smtp", upstream="127.0.0.1:587", extra={"idle_timeout": "1s", "max_connections": 3})
+    with BridgeProcess(env, [table]) as bridge:
+
+        def connect() -> socket.socket:
+            sock = socket.create_connection(("127.0.0.1", table.port), timeout=10)
+            assert sock.recv(100).startswith(b"220 ")
+            return sock
+
+        with connect() as sock:  # a TLS ClientHello on the plain port
+            sock.sendall(bytes.fromhex("16030100a5010000a10303") + bytes(range(256)))
+            assert sock.recv(100).startswith(b"500 ")
+        with connect() as sock:  # binary garbage, then an endless line
+            sock.sendall(bytes(range(256)) * 4 + b"\r\n" + b"x" * 10000)
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+            assert b"500 5.5.2 Line too long" in data
+        with connect() as sock:  # vanishes mid-line
+            sock.sendall(b"EHLO half-a-li")
+        with connect() as sock:  # says nothing: closed after idle_timeout
+            start = time.monotonic()
+            assert sock.recv(100) == b"" and time.monotonic() - start < 5
+        held = [connect() for _ in range(3)]
+        try:
+            with socket.create_connection(("127.0.0.1", table.port), timeout=10) as extra:
+                assert extra.recv(100) == b""  # over max_connections: dropped without a greeting
+        finally:
+            for sock in held:
+                sock.close()
+        bridge.wait_log("refused (max_connections 3 reached)")
+        bridge.wait_log("idle for 1 s before login")
+        time.sleep(0.2)
+        with connect() as sock:
+            sock.sendall(b"QUIT\r\n")
+            assert sock.recv(100).startswith(b"221 ")
+    assert "internal error" not in bridge.log() and "Traceback" not in bridge.log()
