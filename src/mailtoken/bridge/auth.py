@@ -157,6 +157,7 @@ async def login(
     verifier.succeeded(source)
     signin = f"sign-in required: run 'mailtoken login {acct.name}'"
     refused: str | None = None
+    last = "the server refused the account's token"
     for _attempt in range(2):
         try:
             rec = await token_source.get(acct, refused=refused)
@@ -167,20 +168,20 @@ async def login(
             text = "temporary failure getting a token: try again later"
             return Outcome("temporary", text, f"login {address} (device {device}): {errors.one_line(exc.message)}")
         if refused is not None and rec.token == refused:
-            break
+            break  # no newer token to try (one forced refresh per FORCE_INTERVAL)
         try:
             up = await connect(address, rec.token)
         except UpstreamFailed as exc:
-            if exc.kind == "auth" and refused is None:
-                refused = rec.token  # maybe revoked early: one more try with a new token
-                continue
-            kind = "bad_password" if exc.kind == "auth" else "temporary"
-            advice = f"; run 'mailtoken test {acct.name}' to see why" if exc.kind != "temporary" else ""
+            if exc.kind == "auth":
+                last = exc.text
+                if refused is None:
+                    refused = rec.token  # revoked early, or expired there: one more try with a new token
+                    continue
+                break
+            kind = "temporary"
+            advice = f"; run 'mailtoken test {acct.name}' to see why" if exc.kind == "protocol" else ""
             return Outcome(kind, exc.text, f"login {address} (device {device}): {exc.text}{advice}")
         return Outcome("ok", "", f"login {address} (device {device}) ok, upstream signed in", up)
     return Outcome(
-        "bad_password",
-        "the server refused the account's token",
-        f"login {address} (device {device}): the upstream refused a new token too; "
-        f"run 'mailtoken test {acct.name}' to see why",
+        "bad_password", last, f"login {address} (device {device}): {last}; run 'mailtoken test {acct.name}' to see why"
     )
