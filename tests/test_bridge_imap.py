@@ -153,13 +153,14 @@ def test_curl_user_fetches_over_the_bridge(mailstack: MailStack, bridge: BridgeP
     password = bridge.password("curl-imap")
     subject = mailstack.seed()
     mark = mailstack.server.mark()
-    netrc = drivers.write(user.home / "netrc-imap", f"machine 127.0.0.1 login {EMAIL} password {password}\n")
+    # --user as users give it, from a curl config file (-K) so that the password stays out of argv.
+    curlrc = drivers.write(user.home / "curl-imap.conf", f'user = "{EMAIL}:{password}"\n')
     url = f"imap://127.0.0.1:{_port(bridge)}/INBOX"
     search = quote('SUBJECT "' + subject + '"')
-    run = mailstack.run(user, ["curl", "-sS", "--netrc-file", str(netrc), f"{url}?{search}"])
+    run = mailstack.run(user, ["curl", "-sS", "-K", str(curlrc), f"{url}?{search}"])
     assert run.returncode == 0 and re.search(r"^\* SEARCH \d+", run.stdout, re.M), str(run)
     uid = run.stdout.split()[-1]
-    run = mailstack.run(user, ["curl", "-sS", "--netrc-file", str(netrc), f"{url};MAILINDEX={uid}"])
+    run = mailstack.run(user, ["curl", "-sS", "-K", str(curlrc), f"{url};MAILINDEX={uid}"])
     assert run.returncode == 0 and f"Subject: {subject}" in run.stdout, str(run)
     mailstack.server.wait_login(mark, "imap", EMAIL, "XOAUTH2")
 

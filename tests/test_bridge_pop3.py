@@ -118,12 +118,13 @@ def test_curl_user_retrieves_over_the_bridge(mailstack: MailStack, bridge: Bridg
     password = bridge.password("curl-pop")
     subject = mailstack.seed()
     mark = mailstack.server.mark()
-    netrc = drivers.write(user.home / "netrc-pop", f"machine 127.0.0.1 login {EMAIL} password {password}\n")
+    # --user as users give it, from a curl config file (-K) so that the password stays out of argv.
+    curlrc = drivers.write(user.home / "curl-pop.conf", f'user = "{EMAIL}:{password}"\n')
     url = f"pop3://127.0.0.1:{_port(bridge)}/"
-    listing = mailstack.run(user, ["curl", "-sS", "--netrc-file", str(netrc), url])
+    listing = mailstack.run(user, ["curl", "-sS", "-K", str(curlrc), url])
     assert listing.returncode == 0, str(listing)
     last = listing.stdout.split()[-2]
-    run = mailstack.run(user, ["curl", "-sS", "--netrc-file", str(netrc), url + last])
+    run = mailstack.run(user, ["curl", "-sS", "-K", str(curlrc), url + last])
     assert run.returncode == 0 and f"Subject: {subject}" in run.stdout, str(run)
     mailstack.server.wait_login(mark, "pop3", EMAIL, "XOAUTH2")
 
