@@ -167,3 +167,9 @@ def test_upstream_machine_never_raises_on_any_reply(data: list[bytes], starttls:
     for chunk in [b"220 x\r\n", *data]:
         for event in up.receive(chunk):
             assert isinstance(event, (Send, StartTLS, Authenticated, Failed))
+
+
+def test_every_spelling_of_the_upstreams_auth_is_hidden() -> None:
+    m = ClientSide(capabilities=["AUTH=LOGIN XOAUTH2", "auth xoauth2", "STARTTLS", "SIZE 10"])
+    reply = sent(m.receive(b"EHLO x\r\n")).decode()
+    assert "XOAUTH2" not in reply and "STARTTLS" not in reply and "250-SIZE 10" in reply

@@ -124,6 +124,13 @@ class Bridge:
             )
             if "probe_only" in inspect.signature(state.module.UpstreamSide).parameters:
                 self._spawn(state, self._probe(state))
+        devices = self.verifier.devices()  # a broken or unsafe password file stops the bridge here (69/78)
+        for state in self.states:
+            if not any(d.account == state.account.name for d in devices.values()):
+                log(
+                    f"{state.listener.name}: no device password for account {state.account.name} yet: "
+                    f"make one with 'mailtoken serve passwd NAME --account {state.account.name}'"
+                )
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         sd_notify("READY=1")

@@ -24,6 +24,11 @@ LOCAL_AUTH = "AUTH PLAIN LOGIN"
 DROP_CAPS = ("AUTH", "STARTTLS", "X-EXPS")  # the bridge does these itself (X-EXPS: old AUTH advertisement)
 
 
+def _dropped(cap: str) -> bool:
+    word = cap.split(" ", 1)[0].upper()
+    return word.startswith("AUTH") or word in DROP_CAPS  # AUTH=LOGIN is the pre-RFC 4954 spelling
+
+
 def _b64decode(text: bytes) -> bytes | None:
     if text == b"=":
         return b""
@@ -57,7 +62,7 @@ class ClientSide:
         max_line: int = MAX_LINE,
         hostname: str = "mailtoken",
     ) -> None:
-        self.caps = [c for c in (capabilities or []) if c.split(" ", 1)[0].upper() not in DROP_CAPS and c.isprintable()]
+        self.caps = [c for c in (capabilities or []) if not _dropped(c) and c.isprintable() and len(c) < 500]
         self.tls_active = tls_active
         self.starttls_available = starttls_available
         self.max_line = max_line
