@@ -370,7 +370,14 @@ def _reason(exc: BaseException) -> str:
     return getattr(exc, "strerror", None) or type(exc).__name__
 
 
+class BridgeUnavailable(errors.MailtokenError):
+    exit_code = errors.EX_UNAVAILABLE
+
+
 def serve(cfg: Config) -> int:
+    if sys.version_info < (3, 11):
+        # asyncio's StreamWriter.start_tls (STARTTLS on both sides) came with Python 3.11.
+        raise BridgeUnavailable("mailtoken serve needs Python 3.11 or later (this is " + sys.version.split()[0] + ")")
     if not cfg.serve:
         raise ConfigError(
             f'{cfg.path}: no [[serve]] tables: add one, like [[serve]] protocol = "smtp" account = "work"'
