@@ -244,3 +244,31 @@ def test_garbage_tls_hellos_silence_and_vanishing_clients_end_cleanly(env: Env) 
             sock.sendall(b"QUIT\r\n")
             assert sock.recv(100).startswith(b"221 ")
     assert "internal error" not in bridge.log() and "Traceback" not in bridge.log()
+
+
+def test_a_login_checks_its_own_device_only_and_a_wrong_password_none(env: Env, tmp_path) -> None:
+    """The fingerprint picks the device: with many devices a login still costs one scrypt."""
+    import asyncio
+
+    from mailtoken.bridge import passwords
+
+    env.write_config(ACCOUNT)
+    made = {}
+    for name in ("a", "b", "c"):
+        made[name] = env.run("serve", "passwd", name, "--account", "work").stdout.strip()
+    verifier = passwords.Verifier(str(env.state_dir / "serve" / "passwords.json"))
+    calls = []
+    real = passwords._scrypt
+
+    def counting(*args):
+        calls.append(args)
+        return real(*args)
+
+    passwords._scrypt = counting
+    try:
+        assert asyncio.run(verifier.check("work", made["c"])) == "c" and len(calls) == 1
+        assert asyncio.run(verifier.check("work", made["c"])) == "c" and len(calls) == 1  # from memory now
+        assert asyncio.run(verifier.check("work", made["c"] + "x")) is None and len(calls) == 1
+        assert asyncio.run(verifier.check("other", made["a"])) is None
+    finally:
+        passwords._scrypt = real
