@@ -272,3 +272,23 @@ def test_a_login_checks_its_own_device_only_and_a_wrong_password_none(env: Env, 
         assert asyncio.run(verifier.check("other", made["a"])) is None
     finally:
         passwords._scrypt = real
+
+
+def test_two_hundred_clients_at_once_are_all_greeted_and_one_more_is_dropped(env: Env) -> None:
+    """The default limit: 200 open connections per listener, each greeted; the 201st is closed at accept."""
+    env.write_config(ACCOUNT)
+    table = ServeTable("smtp", upstream="127.0.0.1:587")
+    with BridgeProcess(env, [table]) as bridge:
+        time.sleep(0.3)  # let the readiness probe's connection close
+        held = []
+        try:
+            for _ in range(200):
+                held.append(socket.create_connection(("127.0.0.1", table.port), timeout=30))
+            for sock in held:
+                assert sock.recv(100).startswith(b"220 ")
+            with socket.create_connection(("127.0.0.1", table.port), timeout=30) as extra:
+                assert extra.recv(100) == b""
+        finally:
+            for sock in held:
+                sock.close()
+        bridge.wait_log("refused (max_connections 200 reached)")
