@@ -148,7 +148,10 @@ async def login(
 ) -> Outcome:
     """Check the local password, get a token, sign in upstream. CONNECT(user, token) is a coroutine → Upstream."""
     address = login_names(acct).get(user.lower())
-    device = await verifier.check(acct.name, password) if address is not None else None
+    try:
+        device = await verifier.check(acct.name, password) if address is not None else None
+    except MailtokenError as exc:  # the password file became unreadable or unsafe: say so, keep serving
+        return Outcome("temporary", "the bridge cannot check passwords now", errors.one_line(exc.message))
     if device is None:
         delay = verifier.failed(source)
         await asyncio.sleep(delay)
