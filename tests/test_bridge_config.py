@@ -292,3 +292,17 @@ def test_two_hundred_clients_at_once_are_all_greeted_and_one_more_is_dropped(env
             for sock in held:
                 sock.close()
         bridge.wait_log("refused (max_connections 200 reached)")
+
+
+def test_a_password_file_others_can_read_is_refused_with_a_temporary_failure(env: Env) -> None:
+    env.write_config(ACCOUNT)
+    table = ServeTable("smtp", upstream="127.0.0.1:587")
+    with BridgeProcess(env, [table]) as bridge:
+        password = bridge.password("leaky")
+        (env.state_dir / "serve" / "passwords.json").chmod(0o644)
+        with smtplib.SMTP("127.0.0.1", table.port, "localhost", timeout=30) as smtp:
+            smtp.ehlo()
+            code, _ = smtp.docmd("AUTH", "PLAIN " + base64.b64encode(f"\0{EMAIL}\0{password}".encode()).decode())
+        assert code == 454
+        assert "readable by others" in bridge.wait_log("readable by others")
+        assert "internal error" not in bridge.log()
