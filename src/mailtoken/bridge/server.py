@@ -30,6 +30,7 @@ from .events import Close, Login, Send, Splice, StartTLS
 from .passwords import Verifier
 
 DRAIN = 10.0
+PRE_LOGIN_LIMIT = 300.0  # seconds from connect to login, however busy the client keeps the line
 MAX_LINE = 8192
 CHUNK = 256 * 1024
 MODULES = {"smtp": "smtp", "imap": "imap", "pop3": "pop3"}
@@ -273,14 +274,21 @@ class Session:
                     return
                 if task is not None:
                     self.bridge.idle.add(task)
-                data = await asyncio.wait_for(self.reader.read(65536), lst.idle_timeout)
+                # Silence ends a session after idle_timeout; a trickle (a byte a minute) after PRE_LOGIN_LIMIT.
+                left = self.started + max(PRE_LOGIN_LIMIT, lst.idle_timeout) - time.monotonic()
+                if left <= 0:
+                    self.outcome = f"no login within {max(PRE_LOGIN_LIMIT, lst.idle_timeout):g} s"
+                    return
+                data = await asyncio.wait_for(self.reader.read(65536), min(lst.idle_timeout, left))
             except asyncio.CancelledError:
                 if not self.bridge.stopping.is_set():
                     raise
                 self.outcome = "closed by shutdown before login"
                 return
             except asyncio.TimeoutError:
-                self.outcome = f"idle for {lst.idle_timeout} s before login"
+                limit = max(PRE_LOGIN_LIMIT, lst.idle_timeout)
+                late = time.monotonic() - self.started >= limit
+                self.outcome = f"no login within {limit:g} s" if late else f"idle for {lst.idle_timeout} s before login"
                 return
             except (ConnectionError, OSError, ssl.SSLError) as exc:
                 self.outcome = f"client connection broke before login ({_reason(exc)})"
