@@ -2,7 +2,7 @@
 
     python3 -m venv /tmp/emailproxy-venv && /tmp/emailproxy-venv/bin/pip install emailproxy
     .venv/bin/python bench/bridge.py [--emailproxy /tmp/emailproxy-venv/bin/emailproxy] [--runs 30] \
-        [--noops 1000] [--mbytes 50] [--burst 50] [--idle 1000] [--ep-idle 200]
+        [--noops 1000] [--mbytes 50] [--burst 50] [--idle 1000] [--ep-idle 200] [--quiet 10]
 
 Everything on loopback, in one run, each row side by side: the suite's private Dovecot (XOAUTH2 only, its
 oauth2 passdb asking the fake identity platform, which runs as its own process), reached
@@ -428,6 +428,7 @@ def main() -> int:
     p.add_argument("--burst", type=int, default=50)
     p.add_argument("--idle", type=int, default=1000)
     p.add_argument("--ep-idle", type=int, default=200)
+    p.add_argument("--quiet", type=float, default=10.0, help="seconds of idle CPU measured (default 10)")
     p.add_argument("--responder", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.responder:
@@ -490,10 +491,11 @@ def main() -> int:
         lines.append(row(f"burst of {args.burst} connects, greeted within 1 s", greeted, "count", False, "{:.0f}"))
 
         assert bridge.proc is not None
-        scale = {"bridge": asyncio.run(idle_row(bridge.proc.pid, idle_table.port, login, args.idle, 50))}
+        scale = {"bridge": asyncio.run(idle_row(bridge.proc.pid, idle_table.port, login, args.idle, 50, args.quiet))}
         if ep_idle_proc is not None:
             ep_login = f'LOGIN "{EMAIL}" "{EP_PASSWORD}"'.encode()
-            scale["emailproxy"] = asyncio.run(idle_row(ep_idle_proc.pid, ep_idle_port, ep_login, args.ep_idle, 10))
+            held = idle_row(ep_idle_proc.pid, ep_idle_port, ep_login, args.ep_idle, 10, args.quiet)
+            scale["emailproxy"] = asyncio.run(held)
         print("\n".join(lines))
         print()
         print("| IDLE sessions (one process) | held | open s | RSS MB | RSS KB/session | CPU ms/session to open | "
