@@ -235,3 +235,18 @@ def test_upstream_down_gets_454(mailstack: MailStack, user: Env) -> None:
         code, text = _auth_plain(table.port, EMAIL, password)
         assert code == 454, text
         assert "cannot connect to upstream" in bridge.wait_log("cannot connect to upstream")
+
+
+def test_an_upstream_certificate_nobody_trusts_is_refused_with_454(mailstack: MailStack, user: Env) -> None:
+    """Upstream TLS is verified against SSL_CERT_FILE (the other tests trust the suite's CA only that way)."""
+    import trustme
+
+    stranger = user.root / "stranger-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(stranger))
+    with BridgeProcess(user, [_table(mailstack)], extra_env={"SSL_CERT_FILE": str(stranger)}) as bridge:
+        password = bridge.password("distrust")
+        mark = mailstack.server.mark()
+        code, text = _auth_plain(bridge.tables[0].port, EMAIL, password)
+        assert code == 454, text
+        assert "unable to get local issuer certificate" in bridge.wait_log("(device distrust): TLS with upstream")
+        assert not mailstack.server.logins(mark)

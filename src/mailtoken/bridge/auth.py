@@ -128,7 +128,9 @@ async def _sign_in(host: str, port: int, implicit: bool, machine, ctx: ssl.SSLCo
 
 
 def _ssl_reason(exc: ssl.SSLError) -> str:
-    return getattr(exc, "verify_message", None) or exc.reason or type(exc).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate verify failed ({exc.verify_message}): check SSL_CERT_FILE or the upstream host name"
+    return exc.reason or type(exc).__name__
 
 
 def login_names(acct: Account) -> dict[str, str]:
