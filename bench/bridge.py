@@ -415,7 +415,8 @@ def row(label: str, values: dict[str, float], unit: str, lower_is_better: bool, 
     better = values.get("bridge"), values.get("emailproxy")
     vs = "–"
     if None not in better and all(better):
-        vs = f"{(better[1] / better[0]) if lower_is_better else (better[0] / better[1]):.1f}× better"
+        factor = (better[1] / better[0]) if lower_is_better else (better[0] / better[1])
+        vs = f"{factor:.1f}× better" if factor >= 1 else f"{1 / factor:.2f}× worse"
     return f"| {label} ({unit}) | " + " | ".join(cells) + " | " + " | ".join(ratios) + f" | {vs} |"
 
 
