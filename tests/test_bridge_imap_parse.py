@@ -389,6 +389,14 @@ def test_exchange_ok_is_checked_with_a_capability_round_trip() -> None:
     assert "MOVE" in u.capabilities
 
 
+def test_untagged_capabilities_before_the_ok_need_no_second_round_trip() -> None:
+    u = upstream()
+    u.receive(b"* OK Gimap ready for requests from 127.0.0.1\r\n")
+    u.receive(b"* CAPABILITY IMAP4rev1 UNSELECT IDLE NAMESPACE SASL-IR AUTH=XOAUTH2\r\nm1 OK Thats all she wrote!\r\n")
+    events = u.receive(b"* CAPABILITY IMAP4rev1 IDLE QUOTA ID X-GM-EXT-1\r\nm2 OK a@b authenticated (Success)\r\n")
+    assert events == [Authenticated()] and "X-GM-EXT-1" in u.capabilities
+
+
 def test_exchange_authenticated_but_not_connected_is_a_clear_failure() -> None:
     u = upstream()
     u.receive(b"* OK The Microsoft Exchange IMAP4 service is ready.\r\n")

@@ -45,6 +45,7 @@ class UpstreamSide:
         self.state = "greeting"  # greeting | starttls | capability | auth | auth-error | check | done
         self.error = ""
         self.bye = ""
+        self.caps_in_auth = False
 
     def __repr__(self) -> str:  # the token must stay out of tracebacks
         return f"<imap.UpstreamSide state={self.state}>"
@@ -99,6 +100,7 @@ class UpstreamSide:
         if tag == "*":
             if status == "CAPABILITY":
                 self.capabilities = text.split()
+                self.caps_in_auth = self.state in ("auth", "auth-error")
             elif status == "BYE":
                 self.bye = text  # the tagged reply may still come; if not, the I/O layer sees EOF
                 if self.state in ("starttls", "capability") or _code_kind(text) == "temporary":
@@ -154,6 +156,8 @@ class UpstreamSide:
             caps = _CAP_CODE.match(text)
             if caps:
                 self.capabilities = caps.group(1).split()
+                return self._done()
+            if self.caps_in_auth:  # Gmail: the post-login capabilities came untagged, before the OK
                 return self._done()
             # Exchange says OK and refuses the next command when the token is for another mailbox or IMAP
             # is off for it; ask for the post-login capabilities, which also proves the session works.
