@@ -18,9 +18,9 @@ _mailtoken_accounts() {
 _mailtoken() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=
     ((COMP_CWORD > 0)) && prev=${COMP_WORDS[COMP_CWORD - 1]}
-    local commands="token xoauth2 oauthbearer login refresh systemd logout add status config sendmail test man"
+    local commands="token xoauth2 oauthbearer login refresh systemd logout add status config sendmail test man serve"
     # Options that take a value: the word after them is not a positional argument.
-    local valued=" --timeout --user --host --port --min-validity --email --client-id --tenant --authority --cloud --store --cafile --queue -f -F "
+    local valued=" --timeout --user --host --port --min-validity --email --client-id --tenant --authority --cloud --store --cafile --queue -f -F --account "
     local cmd= word i
     local -i nargs=0 skip=0
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -42,6 +42,7 @@ _mailtoken() {
     --tenant) mapfile -t COMPREPLY < <(compgen -W "common organizations consumers" -- "$cur"); return ;;
     --cafile) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
     --queue) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
+    --account) mapfile -t COMPREPLY < <(compgen -W "$(_mailtoken_accounts)" -- "$cur"); return ;;
     --timeout | --user | --host | --port | --min-validity | --email | --client-id | --authority) return ;;
     esac
 
@@ -61,7 +62,8 @@ _mailtoken() {
     oauthbearer) opts+=" --timeout --user --raw --host --port" ;;
     login) opts+=" --device --browser --paste --timeout --no-wait --resume" ;;
     refresh) opts+=" --all --min-validity --timeout" ;;
-    systemd) opts+=" --no-enable" ;;
+    systemd) opts+=" --no-enable --serve" ;;
+    serve) [[ ${COMP_WORDS[*]} == *" passwd "* ]] && opts+=" --account" ;;
     add) opts+=" --email --client-id --tenant --authority --cloud --store" ;;
     status) opts+=" --json" ;;
     sendmail) opts+=" -t -i -f -F --timeout --queue --flush" ;;
@@ -79,6 +81,7 @@ _mailtoken() {
     refresh | status) words=$(_mailtoken_accounts) ;;
     systemd) ((nargs == 0)) && words="install uninstall" ;;
     man) ((nargs == 0)) && words="mailtoken mailtoken.toml" ;;
+    serve) ((nargs == 0)) && words="passwd revoke list" ;;
     config)
         if ((nargs == 0)); then
             words="msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl mpop s-nail imapfilter"

@@ -16,7 +16,7 @@ end
 
 # The command and its positional arguments typed so far (the values of options that take one are skipped).
 function __mailtoken_args
-    set -l valued --timeout --user --host --port --min-validity --email --client-id --tenant --authority --cloud --store --cafile --queue -f -F
+    set -l valued --timeout --user --host --port --min-validity --email --client-id --tenant --authority --cloud --store --cafile --queue -f -F --account
     set -l skip 0
     for word in (commandline -opc)[2..-1]
         if test $skip -eq 1
@@ -45,7 +45,7 @@ function __mailtoken_at
     test (count $args) -ge 1; and test "$args[1]" = $argv[1]; and test (count $args) -eq (math $argv[2] + 1)
 end
 
-set -l commands token xoauth2 oauthbearer login refresh systemd logout add status config sendmail test man
+set -l commands token xoauth2 oauthbearer login refresh systemd logout add status config sendmail test man serve
 
 complete -c mailtoken -f
 complete -c mailtoken -s h -l help -d 'show help'
@@ -65,6 +65,7 @@ complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a config -
 complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a sendmail -d 'send stdin with Microsoft Graph'
 complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a test -d 'sign in to the mail servers'
 complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a man -d 'show a manual page of this installation'
+complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a serve -d 'run the bridge, manage its passwords'
 
 # Account names: once for the commands that take one, as often as wanted for those that take several.
 for cmd in token xoauth2 oauthbearer login logout sendmail test
@@ -75,6 +76,7 @@ complete -c mailtoken -n '__mailtoken_at config 0' -a 'msmtp mbsync neomutt mutt
 complete -c mailtoken -n '__mailtoken_at config 1' -a '(__mailtoken_accounts)' -d account
 complete -c mailtoken -n '__mailtoken_at systemd 0' -a 'install uninstall'
 complete -c mailtoken -n '__mailtoken_at man 0' -a 'mailtoken mailtoken.toml' -d page
+complete -c mailtoken -n '__mailtoken_at serve 0' -a 'passwd revoke list'
 
 complete -c mailtoken -n '__mailtoken_using token xoauth2 oauthbearer refresh test' -l timeout -x -d 'give up after this many seconds'
 complete -c mailtoken -n '__mailtoken_using xoauth2 oauthbearer test' -l user -x -d 'mailbox to authenticate as'
@@ -93,6 +95,14 @@ complete -c mailtoken -n '__mailtoken_using refresh' -l all -d 'every account in
 complete -c mailtoken -n '__mailtoken_using refresh' -l min-validity -x -d 'refresh tokens with less than this left (30m)'
 
 complete -c mailtoken -n '__mailtoken_using systemd' -l no-enable -d 'only write the unit files'
+complete -c mailtoken -n '__mailtoken_using systemd' -l serve -d 'the bridge service instead of the timer'
+
+# serve passwd NAME --account ACCOUNT
+function __mailtoken_serve_passwd
+    set -l args (__mailtoken_args)
+    test (count $args) -ge 2; and test "$args[1]" = serve; and test "$args[2]" = passwd
+end
+complete -c mailtoken -n __mailtoken_serve_passwd -l account -x -a '(__mailtoken_accounts)' -d 'the account the device uses'
 
 complete -c mailtoken -n '__mailtoken_using add' -l email -x -d 'mailbox address'
 complete -c mailtoken -n '__mailtoken_using add' -l client-id -x -d 'application (client) ID'

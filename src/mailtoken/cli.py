@@ -204,12 +204,13 @@ def _add_systemd(sub: Callable[..., argparse.ArgumentParser]) -> None:
     p = sub("systemd", "install or remove a user timer running 'mailtoken refresh --all' every 20 min", _run_systemd)
     p.add_argument("action", choices=("install", "uninstall"), help="install (write and enable) or uninstall")
     p.add_argument("--no-enable", action="store_true", help="only write the unit files; do not run systemctl --user")
+    p.add_argument("--serve", action="store_true", help="install the bridge's service (mailtoken serve) instead")
 
 
 def _run_systemd(ctx: Context, args: argparse.Namespace) -> Result:
     from .commands import setup
 
-    return setup.systemd(args.action, enable=not args.no_enable)
+    return setup.systemd(args.action, enable=not args.no_enable, serve=args.serve)
 
 
 # --- add, status -----------------------------------------------------------------------------------------------
@@ -326,6 +327,21 @@ def _sendmail_argv(argv: list[str]) -> tuple[list[str], bool] | None:
     return argv[at + 1 :], at > 0
 
 
+def _add_serve(sub: Callable[..., argparse.ArgumentParser]) -> None:
+    from .bridge import cli as bridge_cli
+
+    p = sub(
+        "serve", "run the local IMAP/POP3/SMTP bridge for password-only clients, or manage its passwords", _run_serve
+    )
+    bridge_cli.add_arguments(p, _Parser)
+
+
+def _run_serve(ctx: Context, args: argparse.Namespace) -> Result:
+    from .bridge import cli as bridge_cli
+
+    return bridge_cli.run(ctx.config_path, args)
+
+
 def _add_man(sub: Callable[..., argparse.ArgumentParser]) -> None:
     p = sub("man", "show a manual page of this installation, wherever its installer put it", _run_man)
     p.add_argument("page", nargs="?", default="mailtoken", choices=("mailtoken", "mailtoken.toml"), help="which page")
@@ -382,6 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sendmail(sub)
     _add_test(sub)
     _add_man(sub)
+    _add_serve(sub)
     return parser
 
 

@@ -21,7 +21,7 @@ else:  # pragma: no cover - exercised on 3.10 only
     import tomli as tomllib
 
 STORES = ("auto", "keyring", "file")
-TOP_LEVEL_KEYS = ("accounts", "defaults")
+TOP_LEVEL_KEYS = ("accounts", "defaults", "serve")
 # What each key holds, for validation and for `mailtoken add`; man/mailtoken.toml.5 documents each.
 ACCOUNT_KEYS: dict[str, type] = {
     "provider": str,
@@ -145,6 +145,8 @@ class Config:
         """Every account in the file, usable or broken, sorted."""
         return sorted({*self.accounts, *self.broken})
 
+    serve: tuple = ()  # bridge.config.Listener, one per [[serve]] table
+
     def account(self, name: str) -> Account:
         if name in self.accounts:
             return self.accounts[name]
@@ -209,7 +211,12 @@ def parse(text: str, path: str, *, isolate: bool = False) -> Config:
                 raise
             # One account's mistake must not stop the others' mail: only its own calls fail.
             broken[name] = exc
-    return Config(path=path, accounts=accounts, broken=broken)
+    serve = ()
+    if "serve" in data:
+        from .bridge import config as bridge_config
+
+        serve = bridge_config.validate(data["serve"], path, accounts)
+    return Config(path=path, accounts=accounts, broken=broken, serve=serve)
 
 
 def parse_duration(value: object) -> int:

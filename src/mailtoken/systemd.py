@@ -35,6 +35,28 @@ SuccessExitStatus=75
 TimeoutStartSec=10min
 """
 
+SERVE_NAME = "mailtoken-serve.service"
+SERVE = """\
+[Unit]
+Description=mailtoken bridge: local IMAP/POP3/SMTP with device passwords, XOAUTH2 upstream
+Documentation=man:mailtoken(1) man:mailtoken.toml(5)
+
+[Service]
+# mailtoken serve says READY=1 once every [[serve]] listener is bound, STOPPING=1 on SIGTERM.
+Type=notify
+ExecStart={exec} serve
+{environment}Restart=on-failure
+RestartSec=5
+# 78 is a configuration error and 64 a usage error: a restart cannot fix them.
+RestartPreventExitStatus=64 78
+# SIGTERM lets open sessions finish for up to 10 seconds.
+TimeoutStopSec=20
+NoNewPrivileges=yes
+
+[Install]
+WantedBy=default.target
+"""
+
 TIMER = """\
 [Unit]
 Description=Refresh mailtoken's OAuth2 access tokens every 20 minutes
@@ -94,15 +116,18 @@ def executable() -> str:
     return f"{_exec_path(os.path.abspath(sys.executable))} -m mailtoken"
 
 
+def _environment(config_override: str | None) -> str:
+    if not config_override:
+        return ""
+    # The units do not see the shell's variables: keep the config this user chose.
+    try:
+        return f"Environment={quoting.systemd_env('MAILTOKEN_CONFIG=' + config_override)}\n"
+    except ValueError as exc:
+        raise ConfigError(f"MAILTOKEN_CONFIG: {exc} (a systemd unit cannot hold it)") from None
+
+
 def render(exec_start: str, config_override: str | None = None) -> dict[str, str]:
-    environment = ""
-    if config_override:
-        # The timer does not see the shell's variables: keep the config this user chose.
-        try:
-            environment = f"Environment={quoting.systemd_env('MAILTOKEN_CONFIG=' + config_override)}\n"
-        except ValueError as exc:
-            raise ConfigError(f"MAILTOKEN_CONFIG: {exc} (a systemd unit cannot hold it)") from None
-    return {SERVICE_NAME: SERVICE.format(exec=exec_start, environment=environment), TIMER_NAME: TIMER}
+    return {SERVICE_NAME: SERVICE.format(exec=exec_start, environment=_environment(config_override)), TIMER_NAME: TIMER}
 
 
 def _make_dirs(folder: str) -> None:
@@ -151,10 +176,15 @@ def _write_unit(path: str, text: str) -> None:
         raise
 
 
-def install(enable: bool) -> list[str]:
-    """Write the units and enable the timer; returns the paths written."""
+def render_serve(exec_start: str, config_override: str | None = None) -> dict[str, str]:
+    """The bridge's unit (`systemd install --serve`), as contrib/systemd/ has it."""
+    return {SERVE_NAME: SERVE.format(exec=exec_start, environment=_environment(config_override))}
+
+
+def install(enable: bool, serve: bool = False) -> list[str]:
+    """Write the units and enable the timer (with SERVE: the bridge's service); returns the paths written."""
     folder = unit_dir()
-    units = render(executable(), os.environ.get("MAILTOKEN_CONFIG"))
+    units = (render_serve if serve else render)(executable(), os.environ.get("MAILTOKEN_CONFIG"))
     _make_dirs(folder)
     written = []
     for name, text in units.items():
@@ -162,6 +192,14 @@ def install(enable: bool) -> list[str]:
         _write_unit(path, text)
         written.append(path)
     ui.say(f"wrote {', '.join(written)}")
+    if serve:
+        if enable:
+            _systemctl("daemon-reload")
+            _systemctl("enable", "--now", SERVE_NAME)
+            ui.say(f"enabled {SERVE_NAME}: see 'journalctl --user -u {SERVE_NAME}'")
+        else:
+            ui.say(f"next: systemctl --user daemon-reload && systemctl --user enable --now {SERVE_NAME}")
+        return written
     if enable:
         _systemctl("daemon-reload")
         _systemctl("enable", "--now", TIMER_NAME)
@@ -173,11 +211,15 @@ def install(enable: bool) -> list[str]:
 
 def uninstall() -> list[str]:
     folder = unit_dir()
-    present = [os.path.join(folder, n) for n in (TIMER_NAME, SERVICE_NAME) if os.path.exists(os.path.join(folder, n))]
+    names = (TIMER_NAME, SERVICE_NAME, SERVE_NAME)
+    present = [os.path.join(folder, n) for n in names if os.path.exists(os.path.join(folder, n))]
     if present:
         with contextlib.suppress(SystemdUnavailable):
             # The files may have been copied by hand onto a machine without a user manager.
             _systemctl("disable", "--now", TIMER_NAME)
+        if os.path.exists(os.path.join(folder, SERVE_NAME)):
+            with contextlib.suppress(SystemdUnavailable):
+                _systemctl("disable", "--now", SERVE_NAME)
     for path in present:
         os.unlink(path)
     if present:

@@ -229,7 +229,7 @@ def offlineimap_sync(stack: MailStack, env: Env, rc_text: str, *, account: str =
 # --- getmail6 -----------------------------------------------------------------------------------------------
 
 
-def getmail_fetch(stack: MailStack, env: Env, rc_text: str, *, account: str = "work") -> Login:
+def getmail_fetch(stack: MailStack, env: Env, rc_text: str, *, account: str = "work", service: str = "imap") -> Login:
     text = localize(rc_text, stack)
     maildir = env.home / "Mail" / account
     cleanup = None
@@ -255,7 +255,26 @@ def getmail_fetch(stack: MailStack, env: Env, rc_text: str, *, account: str = "w
     finally:
         if cleanup:
             shutil.rmtree(cleanup, ignore_errors=True)
-    return stack.server.wait_login(mark, "imap", EMAIL, "XOAUTH2")
+    return stack.server.wait_login(mark, service, EMAIL, "XOAUTH2")
+
+
+# --- fetchmail (password only: through the bridge) ----------------------------------------------------------
+
+
+def fetchmail_fetch(stack: MailStack, env: Env, proto: str, port: int, password: str) -> Login:
+    """fetchmail 6.4 with `password` against a plain local listener, delivering to an mbox through an MDA."""
+    subject = stack.seed()
+    out = env.home / f"fetched-{proto.lower()}.mbox"
+    # `sslproto ''`: fetchmail 6.4 tries STLS/STARTTLS even when it is not offered and gives up when refused.
+    rc = write(
+        env.home / f".fetchmailrc-{proto.lower()}",
+        f'poll 127.0.0.1 service {port} protocol {proto} auth password\n  user "{EMAIL}" password "{password}"\n'
+        f"  sslproto '' keep fetchall\n  mda \"/bin/sh -c 'cat >> {out}'\"\n",
+    )
+    mark = stack.server.mark()
+    run = _ok(stack.run(env, ["fetchmail", "-f", str(rc), "--nosyslog", "-v"], timeout=90))
+    assert out.exists() and f"Subject: {subject}" in out.read_text(errors="replace"), str(run)
+    return stack.server.wait_login(mark, "imap" if proto == "IMAP" else "pop3", EMAIL, "XOAUTH2")
 
 
 # --- aerc ---------------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ SMTP_535 = {
 
 @dataclass
 class Scenario:
-    imap: str = "ok"  # ok | refused | not_connected
+    imap: str = "ok"  # ok | refused | not_connected | throttled | expires
     pop: str = "ok"  # ok | refused
     smtp: str = "ok"  # ok | no_xoauth2 | one of SMTP_535
     messages: int = 3
@@ -87,6 +87,14 @@ class _Handler(socketserver.StreamRequestHandler):
             tag, _, rest = self.recv().decode().partition(" ")
             cmd, _, args = rest.partition(" ")
             cmd = cmd.upper()
+            if authed and sc.imap == "not_connected" and cmd != "LOGOUT":
+                # Whatever comes first after the OK to AUTHENTICATE (EOP#74, #275; getmail6#221).
+                self.send(f"{tag} BAD User is authenticated but not connected.", "* BYE Connection closed. 14")
+                return
+            if authed and sc.imap == "expires" and cmd not in ("LOGOUT", "CAPABILITY"):
+                # The token ran out under an open session (iroco-co/aioimaplib#83).
+                self.send("* BYE Session invalidated - AccessTokenExpired")
+                return
             if cmd == "CAPABILITY":
                 self.send(f"* CAPABILITY {IMAP_CAPS}", f"{tag} OK CAPABILITY completed.")
             elif cmd == "AUTHENTICATE" and args.upper().startswith("XOAUTH2"):
@@ -99,14 +107,17 @@ class _Handler(socketserver.StreamRequestHandler):
                 self._keep("imap", response)
                 if sc.imap == "refused":
                     self.send(f"{tag} NO AUTHENTICATE failed.")
+                elif sc.imap == "throttled":
+                    self.send(f"{tag} BAD Request is throttled. Suggested Backoff Time: 89117 milliseconds")
+                    return
                 else:
                     authed = True
                     self.send(f"{tag} OK AUTHENTICATE completed.")
+            elif cmd == "NOOP":
+                self.send(f"{tag} OK NOOP completed.")
             elif cmd in ("LIST", "SELECT", "EXAMINE", "NAMESPACE", "STATUS"):
                 if not authed:
                     self.send(f"{tag} BAD Command received in Invalid state.")
-                elif sc.imap == "not_connected":
-                    self.send(f"{tag} BAD User is authenticated but not connected.")
                 elif cmd == "LIST":
                     self.send('* LIST (\\Marked \\HasNoChildren) "/" INBOX', f"{tag} OK LIST completed.")
                 else:
@@ -132,7 +143,11 @@ class _Handler(socketserver.StreamRequestHandler):
             cmd = line.split(" ")[0].upper()
             if cmd == "CAPA":
                 self.send("+OK", "TOP", "UIDL", "SASL PLAIN XOAUTH2", "USER", ".")
-            elif cmd == "AUTH" and line.upper().startswith("AUTH XOAUTH2"):
+            elif cmd == "AUTH" and line.upper().startswith("AUTH XOAUTH2 "):
+                # The one-line form is refused (getmail6/getmail6#256, marlam/mpop#11).
+                self.send("-ERR Protocol error. Connection is closed. 10")
+                return
+            elif cmd == "AUTH" and line.upper() == "AUTH XOAUTH2":
                 self.send("+ ")
                 self._keep("pop", self.recv())
                 if sc.pop == "refused":

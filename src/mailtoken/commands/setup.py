@@ -44,11 +44,11 @@ def test(opts: TestOptions) -> Result:
     return Result(exit_code=code)
 
 
-def systemd(action: str, enable: bool) -> Result:
+def systemd(action: str, enable: bool, serve: bool = False) -> Result:
     from .. import systemd
 
     if action == "install":
-        systemd.install(enable=enable)
+        systemd.install(enable=enable, serve=serve)
     else:
         systemd.uninstall()
     return Result()

@@ -1,0 +1,1 @@
+"""Local IMAP/POP3/SMTP bridge: password logins locally, XOAUTH2 upstream (``mailtoken serve``)."""
