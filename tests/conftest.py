@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -67,6 +68,28 @@ class Env:
     def record_dir(self) -> Path:
         return self.runtime / "mailtoken"
 
+    def age_record(self, account: str = "work", *, expires_in: int | None = None) -> None:
+        """Make the account's record due for a refresh, as time would: its refresh moment is now past, and with
+        `expires_in` its token expires that many seconds from now (negative: already expired). The boot-clock
+        line is moved with the wall clock, so both clocks agree (record.py checks both). Written atomically:
+        a client may be reading the record right now."""
+        path = self.record_dir / f"{account}.token"
+        now = int(time.time())
+        magic, *rest = path.read_text().splitlines()
+        fields = {line.partition(" ")[0]: line.partition(" ")[2] for line in rest}
+        expires = now + expires_in if expires_in is not None else int(fields["expires"])
+        refresh = min(now - 1, expires - 60) if expires_in is not None and expires_in <= 0 else now - 1
+        fields["expires"], fields["refresh"] = str(expires), str(refresh)
+        if "boot" in fields:
+            offset = time.clock_gettime(time.CLOCK_BOOTTIME) - time.time()
+            obtained = int(fields["boot"].split()[0])
+            fields["boot"] = f"{min(obtained, int(refresh + offset))} {int(refresh + offset)} {int(expires + offset)}"
+        lines = [magic] + [f"{k} {v}" for k, v in fields.items()]
+        tmp = path.with_suffix(".aging")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.chmod(0o600)
+        os.replace(tmp, path)
+
     def write_config(self, text: str) -> Path:
         self.config_path.parent.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(text)
@@ -93,6 +116,17 @@ class Env:
             env={**self.vars, **(env or {})},
             stdin=None if input is not None else subprocess.DEVNULL,
             **kwargs,
+        )
+
+    def python(self, code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run Python code with the installed package, in this environment."""
+        return subprocess.run(
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.vars,
+            stdin=subprocess.DEVNULL,
         )
 
     def popen(self, *args: str, env: dict[str, str] | None = None, **kwargs) -> subprocess.Popen[str]:

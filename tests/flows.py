@@ -6,7 +6,6 @@ import re
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,12 +31,6 @@ def trust(env: Env, ca_pem: str) -> None:
     """Point both engines (msal's requests, the stdlib client) and the scripted browser at a test CA."""
     env.vars["REQUESTS_CA_BUNDLE"] = ca_pem
     env.vars["SSL_CERT_FILE"] = ca_pem
-
-
-def make_stale(env: Env, account: str) -> None:
-    """Make the cached record due for a refresh, as time would."""
-    rec = env.record_dir / f"{account}.token"
-    rec.write_text(re.sub(r"refresh \d+", f"refresh {int(time.time()) - 1}", rec.read_text()))
 
 
 class Login:

@@ -59,13 +59,12 @@ def test_token_without_sign_in_from_a_secret_command(env: Env, fake: FakeEntra, 
 
 
 def test_stale_record_asks_again_and_shlex_string_command(env: Env, fake: FakeEntra, secret_file: Path) -> None:
-    from tests.flows import make_stale
 
     fake.client_secrets[APP_ID] = SECRET
     _app_account(env, fake, f"client_secret_cmd = \"cat '{secret_file}'\"")
     first = env.run("token", "app")
     assert first.returncode == 0, first.stderr
-    make_stale(env, "app")
+    env.age_record("app")
     second = env.run("token", "app")
     assert second.returncode == 0 and second.stdout != first.stdout
     assert fake.counts["client_credentials"] == 2

@@ -8,7 +8,7 @@ import sys
 
 from tests.conftest import EMAIL, require
 from tests.servers import drivers
-from tests.servers.stack import MailStack, make_stale, wait_until
+from tests.servers.stack import MailStack, wait_until
 
 
 def test_offlineimap_syncs_inbox(mailstack: MailStack) -> None:
@@ -23,7 +23,7 @@ def test_offlineimap_refreshes_a_stale_token_through_the_hook(mailstack: MailSta
     require("offlineimap")
     env = mailstack.user("offlineimap")
     before = mailstack.token(env)
-    make_stale(env)
+    env.age_record()
     refreshes = mailstack.fake.counts["refresh_token"]
     drivers.offlineimap_sync(mailstack, env, drivers.contrib("offlineimap3"))
     assert mailstack.fake.counts["refresh_token"] == refreshes + 1
@@ -55,7 +55,7 @@ def test_fresh_token_keeps_autorefresh_mode_working(mailstack: MailStack) -> Non
     )
     try:
         wait_until(lambda: len(mailstack.server.logins(mark)) >= 1, 30, "offlineimap's first login")
-        make_stale(env)  # from now on mailtoken refreshes: a later login must bring the new token
+        env.age_record()  # from now on mailtoken refreshes: a later login must bring the new token
         wait_until(lambda: any(t != first for t in introspected()), 30, "a login with a refreshed token")
     finally:
         proc.send_signal(signal.SIGINT)
@@ -74,7 +74,7 @@ def test_fresh_token_keeps_autorefresh_mode_working(mailstack: MailStack) -> Non
 def test_hook_refreshes_in_process_when_the_library_imports(mailstack: MailStack) -> None:
     """In a Python that has mailtoken's dependencies, token() refreshes through the library, not a subprocess."""
     env = mailstack.user("offlineimap-lib")
-    make_stale(env)
+    env.age_record()
     code = (
         "import subprocess, mailtoken.offlineimap as h\n"
         "def no(*a, **k): raise AssertionError('ran a subprocess')\n"

@@ -31,16 +31,6 @@ TIMEOUT = "120"
 FIGURES: dict[str, Any] = {}
 
 
-def expire(env: Env, account: str = "work") -> None:
-    """Make the account's record stale and expired, as time would (wall clock; the boot clock agrees)."""
-    path = env.record_dir / f"{account}.token"
-    text = path.read_text()
-    past = int(time.time()) - 10
-    text = re.sub(r"^refresh \d+", f"refresh {past - 60}", text, flags=re.M)
-    text = re.sub(r"^expires \d+", f"expires {past}", text, flags=re.M)
-    path.write_text(text)
-
-
 def sign_in(env: Env, fake: FakeEntra, account: str, email: str) -> None:
     fake.add_user(email)
     env.add_account(account, authority=fake.authority(), email=email)
@@ -107,7 +97,7 @@ def test_storm_of_50_token_calls_makes_one_grant_five_rounds_in_a_row(signed_in:
     previous: set[str] = set()
     grants = []
     for round_ in range(ROUNDS):
-        expire(signed_in)
+        signed_in.age_record(expires_in=-10)
         fake.reset_counts()
         results = storm(signed_in, [("token", "work", "--timeout", TIMEOUT)] * STORM)
         seen = check_storm(fake, results)
@@ -164,8 +154,8 @@ def test_mixed_commands_on_two_accounts_refresh_once_each_and_in_parallel(signed
     previous: dict[str, set[str]] = {"work": set(), "home": set()}
     grants = []
     for round_ in range(2):
-        expire(signed_in, "work")
-        expire(signed_in, "home")
+        signed_in.age_record("work", expires_in=-10)
+        signed_in.age_record("home", expires_in=-10)
         fake.reset_counts()
         with OverlapBarrier(fake, parties=2) as overlap:
             results = storm(signed_in, mixed_commands(["work", "home"]))
@@ -192,8 +182,8 @@ def test_mixed_commands_on_two_accounts_refresh_once_each_and_in_parallel(signed
 def test_a_lock_held_by_one_account_does_not_block_another(signed_in: Env, fake: FakeEntra) -> None:
     """While 'work' is stuck refreshing (its answer hangs), 'home' refreshes normally."""
     sign_in(signed_in, fake, "home", BOB)
-    expire(signed_in, "work")
-    expire(signed_in, "home")
+    signed_in.age_record("work", expires_in=-10)
+    signed_in.age_record("home", expires_in=-10)
     release = threading.Event()
     original = fake._grant_refresh
 

@@ -11,7 +11,7 @@ import pytest
 from mailtoken import clientconf
 from tests.conftest import BIN_DIR, CLIENT_ID, EMAIL, MAILTOKEN, Env, require
 from tests.servers import drivers
-from tests.servers.stack import MailStack, make_stale
+from tests.servers.stack import MailStack
 
 MS_GLOBAL = ("outlook.office365.com:993", "outlook.office365.com:995", "smtp.office365.com:587")
 
@@ -147,7 +147,7 @@ def test_generated_offlineimap(mailstack: MailStack) -> None:
     """With a stale token, so the hook must run the helper the block names (offlineimap's Python has no msal)."""
     require("offlineimap")
     env, _ = _generated_user(mailstack, "offlineimap")
-    make_stale(env)
+    env.age_record()
     refreshes = mailstack.fake.counts["refresh_token"]
     assert drivers.offlineimap_sync(mailstack, env, _block(env, "offlineimap3")).method == "XOAUTH2"
     assert mailstack.fake.counts["refresh_token"] == refreshes + 1

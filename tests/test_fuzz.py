@@ -32,7 +32,6 @@ from mailtoken import config, errors
 from mailtoken.fast import cached, locations
 from tests.conftest import CLIENT_ID, EMAIL, IN_CI, MAILTOKEN, Env
 from tests.fakes.entra import FakeEntra
-from tests.flows import make_stale
 
 RUNS: Counter[str] = Counter()
 PATH = "/home/u/.config/mailtoken/config.toml"
@@ -241,7 +240,7 @@ def test_odd_numbers_in_options_are_usage_errors(signed_in: Env, fake: FakeEntra
     cases += [["refresh", "--timeout", "1e309"], ["test", "work", "--timeout", "inf"]]
     for record in ("fresh", "stale"):
         if record == "stale":
-            make_stale(signed_in, "work")
+            signed_in.age_record("work")
         for argv in cases:
             RUNS["odd option values (subprocess)"] += 1
             result = signed_in.run(*argv, timeout=60)

@@ -57,13 +57,6 @@ def audit_env(tmp_path: Path) -> dict[str, str]:
     return {"PYTHONPATH": str(site), "HYGIENE_AUDIT_LOG": str(tmp_path / "audit.log"), "TMPDIR": str(tmpdir)}
 
 
-def expire(env: Env) -> None:
-    path = env.record_dir / "work.token"
-    past = int(time.time()) - 10
-    text = re.sub(r"^refresh \d+", f"refresh {past - 60}", path.read_text(), flags=re.M)
-    path.write_text(re.sub(r"^expires \d+", f"expires {past}", text, flags=re.M))
-
-
 def fake_secrets(fake: FakeEntra) -> set[str]:
     """Everything secret the fake ever handed out."""
     with fake._lock:
@@ -124,9 +117,9 @@ def test_no_secret_leaves_the_stores(env: Env, fake: FakeEntra, tmp_path: Path) 
     assert fake.is_valid_access_token(token)
     assert base64.b64decode(run("xoauth2", "work", token_out=True).stdout).decode().endswith(f"{token}\x01\x01")
     run("oauthbearer", "work", "--host", "h", "--port", "993", token_out=True)
-    expire(env)
+    env.age_record(expires_in=-10)
     run("token", "work", token_out=True)
-    expire(env)
+    env.age_record(expires_in=-10)
     fake.inject("status", status=503)
     run("token", "work", code=75)
     fake.inject("hang", seconds=30, then="close")
@@ -137,7 +130,7 @@ def test_no_secret_leaves_the_stores(env: Env, fake: FakeEntra, tmp_path: Path) 
     run("status")
     run("status", "--json")
     fake.revoke(EMAIL)
-    expire(env)
+    env.age_record(expires_in=-10)
     run("token", "work", code=77)
     run("xoauth2", "work", code=77)
     run("login", "work")
@@ -219,7 +212,7 @@ def test_files_readable_by_others_are_refused(signed_in: Env, fake: FakeEntra, w
         "account-state": signed_in.state_dir / "accounts" / "work.json",
     }[which]
     if which != "record":
-        expire(signed_in)
+        signed_in.age_record(expires_in=-10)
     for mode in (0o640, 0o604):
         path.chmod(mode)
         _assert_69(signed_in.run("token", "work"), str(path), f"readable by others (mode {mode:04o})", "chmod 600")
@@ -233,7 +226,7 @@ def test_files_owned_by_someone_else_are_refused(signed_in: Env, fake: FakeEntra
     _need_root()
     path = signed_in.record_dir / "work.token" if which == "record" else signed_in.state_dir / "grants" / "work.json"
     if which == "grant":
-        expire(signed_in)
+        signed_in.age_record(expires_in=-10)
     os.chown(path, 65534, 65534)
     _assert_69(signed_in.run("token", "work"), str(path), "owned by another user (uid 65534)")
     os.chown(path, 0, 0)
@@ -317,7 +310,7 @@ def test_a_crash_leaves_no_core_dump(signed_in: Env, fake: FakeEntra, tmp_path: 
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     if when == "refreshing":
-        expire(signed_in)
+        signed_in.age_record(expires_in=-10)
         fake.inject("hang", seconds=30, then="close")
         args, counter = ("token", "work", "--timeout", "60"), "refresh_token"
     else:

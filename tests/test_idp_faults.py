@@ -52,17 +52,6 @@ def _no_fault_left_queued(request: pytest.FixtureRequest) -> Iterator[None]:
             fake._faults.clear()
 
 
-def set_record(env: Env, *, expires_in: int, account: str = "work") -> None:
-    """Age the record: stale now (refresh in the past), expiring `expires_in` seconds from now."""
-    path = env.record_dir / f"{account}.token"
-    now = int(time.time())
-    text = re.sub(r"^refresh -?\d+", f"refresh {now - 1 if expires_in > 0 else now - 60}", path.read_text(), flags=re.M)
-    text = re.sub(r"^expires -?\d+", f"expires {now + expires_in}", text, flags=re.M)
-    # The boot-clock line would make the edited record stale or fresh on its own: drop it (it is optional).
-    text = re.sub(r"^boot .*\n", "", text, flags=re.M)
-    path.write_text(text)
-
-
 def grant(env: Env, account: str = "work") -> bytes:
     return (env.state_dir / "grants" / f"{account}.json").read_bytes()
 
@@ -101,7 +90,7 @@ def assert_token(result: Any, fake: FakeEntra) -> str:
 
 def recovers(env: Env, fake: FakeEntra) -> None:
     """The next call refreshes with the same grant: no new sign-in."""
-    set_record(env, expires_in=-5)
+    env.age_record(expires_in=-5)
     before = fake.counts["refresh_token"]
     result = env.run("token", "work", "--timeout", "30")
     assert_token(result, fake)
@@ -143,7 +132,7 @@ def test_transient_fault_exits_75_and_keeps_the_grant(
 ) -> None:
     env, fake = world
     FAULTS_TRIED.append(request.node.callspec.id)
-    set_record(env, expires_in=-5)
+    env.age_record(expires_in=-5)
     before = grant(env)
     fake.inject(kind, **kw)
     result, took = run(env, "token", "work", "--timeout", "20")
@@ -160,7 +149,7 @@ def test_outage_serves_the_cached_token_while_it_is_valid(world: tuple[Env, Fake
     env, fake = world
     FAULTS_TRIED.append(f"status{status}+cached")
     cached = assert_token(env.run("token", "work"), fake)
-    set_record(env, expires_in=600)  # due for refresh, still ten minutes to live
+    env.age_record(expires_in=600)  # due for refresh, still ten minutes to live
     for command in (("token", "work"), ("-v", "token", "work")):
         fake.inject("status", status=status)
         result = env.run(*command)
@@ -176,7 +165,7 @@ def test_outage_serves_the_cached_token_while_it_is_valid(world: tuple[Env, Fake
 def test_hang_gives_up_at_the_deadline(world: tuple[Env, FakeEntra]) -> None:
     env, fake = world
     FAULTS_TRIED.append("hang")
-    set_record(env, expires_in=-5)
+    env.age_record(expires_in=-5)
     before = grant(env)
     fake.inject("hang", seconds=60, then="close")
     result, took = run(env, "token", "work", "--timeout", "3")
@@ -190,7 +179,7 @@ def test_hang_with_a_valid_cached_token_serves_it(world: tuple[Env, FakeEntra]) 
     env, fake = world
     FAULTS_TRIED.append("hang+cached")
     cached = assert_token(env.run("token", "work"), fake)
-    set_record(env, expires_in=600)
+    env.age_record(expires_in=600)
     fake.inject("hang", seconds=60, then="close")
     result, took = run(env, "token", "work", "--timeout", "3")
     assert result.returncode == 0 and result.stdout.strip() == cached and result.stderr == ""
@@ -203,7 +192,7 @@ def test_retry_after_is_honoured_by_later_callers(world: tuple[Env, FakeEntra], 
     env, fake = world
     FAULTS_TRIED.append(f"status{status}+Retry-After")
     cached = assert_token(env.run("token", "work"), fake)
-    set_record(env, expires_in=-5)
+    env.age_record(expires_in=-5)
     fake.inject("status", status=status, retry_after=120)
     first = env.run("token", "work")
     assert_failed(first, 75, "try again in 120 s")
@@ -215,7 +204,7 @@ def test_retry_after_is_honoured_by_later_callers(world: tuple[Env, FakeEntra], 
     # ...and serve a cached token that is still valid instead of failing.
     rec = env.record_dir / "work.token"
     rec.write_text(re.sub(r"^token .*$", f"token {cached}", rec.read_text(), flags=re.M))
-    set_record(env, expires_in=600)
+    env.age_record(expires_in=600)
     served = env.run("token", "work")
     assert served.returncode == 0 and served.stdout.strip() == cached
     assert fake.counts["refresh_token"] == asked
@@ -231,7 +220,7 @@ def test_a_rotated_answer_that_is_lost_costs_a_sign_in_only_with_strict_rotation
     """The one transient fault a client cannot recover from: the provider rotated, the answer never came."""
     env, fake = world
     FAULTS_TRIED.append("truncated-after-rotation")
-    set_record(env, expires_in=-5)
+    env.age_record(expires_in=-5)
     fake.inject("truncated", process=True)
     assert_failed(env.run("token", "work"), 75, "answer was cut off")
     assert not rejected_mark(env).exists(), "a cut-off answer is not a verdict on the grant"
@@ -332,7 +321,7 @@ def test_conditions_exit_77_with_advice_but_do_not_mark_the_grant(
 ) -> None:
     env, fake = world
     FAULTS_TRIED.append(f"{kw['error']}-{kw['code']}")
-    set_record(env, expires_in=-5)
+    env.age_record(expires_in=-5)
     before = grant(env)
     fake.inject("aadsts", **kw)
     result, took = run(env, "token", "work")
@@ -360,7 +349,7 @@ def test_invalid_grant_exits_77_marks_the_grant_and_login_clears_it(
 ) -> None:
     env = signed_in
     FAULTS_TRIED.append(f"invalid_grant-{needle}")
-    set_record(env, expires_in=-5)
+    env.age_record(expires_in=-5)
     before = grant(env)
     if how == "revoke":
         fake.revoke(EMAIL)
@@ -380,7 +369,7 @@ def test_invalid_grant_exits_77_marks_the_grant_and_login_clears_it(
     fake.auto_approve = EMAIL
     assert env.run("login", "work").returncode == 0
     fake.auto_approve = None
-    set_record(env, expires_in=-5)
+    env.age_record(expires_in=-5)
     assert_token(env.run("token", "work"), fake)
     assert not rejected_mark(env).exists()
 
@@ -433,5 +422,5 @@ def test_device_code_login_failures_keep_the_old_grant(
     assert last.startswith("mailtoken: work: ") and needle in last and "mailtoken login" in last, last
     # A failed sign-in leaves the previous grant alone: tokens keep coming without a new sign-in.
     assert grant(signed_in) == before
-    set_record(signed_in, expires_in=-5)
+    signed_in.age_record(expires_in=-5)
     assert_token(signed_in.run("token", "work"), fake)

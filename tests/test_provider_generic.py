@@ -18,7 +18,7 @@ import pytest
 import trustme
 
 from tests.conftest import Env, require
-from tests.flows import Login, approve_device, browser_command, make_stale, paste_as_browser, trust
+from tests.flows import Login, approve_device, browser_command, paste_as_browser, trust
 
 OIDC_DIR = Path(__file__).parent / "oidc"
 CLIENT_ID = "mailtoken-test"
@@ -112,7 +112,7 @@ def test_device_login_token_refresh_and_rotation(generic: Env, provider: OidcPro
     assert first.stdout.strip() and first.stderr == ""
     old_refresh = json.dumps(_grant(generic))
 
-    make_stale(generic, "corp")
+    generic.age_record("corp")
     second = generic.run("-v", "token", "corp")
     assert second.returncode == 0, second.stderr
     assert second.stdout != first.stdout
@@ -121,7 +121,7 @@ def test_device_login_token_refresh_and_rotation(generic: Env, provider: OidcPro
     assert second.stdout.strip() not in second.stderr
 
     # The spent token is dead for good: had mailtoken kept it, this refresh would fail (and revoke the grant).
-    make_stale(generic, "corp")
+    generic.age_record("corp")
     third = generic.run("token", "corp")
     assert third.returncode == 0, third.stderr
 
@@ -141,7 +141,7 @@ def test_rotation_under_a_storm_of_50_processes(generic: Env, provider: OidcProv
     """Fifty clients find the token stale at once: one refresh, and nobody burns the rotated refresh token."""
     _device_login(generic, provider)
     assert generic.run("token", "corp").returncode == 0
-    make_stale(generic, "corp")
+    generic.age_record("corp")
     start = provider.counts()
     procs = [generic.popen("token", "corp") for _ in range(STORM)]
     results = [(p.wait(120), p.stdout.read() if p.stdout else "", p.stderr.read() if p.stderr else "") for p in procs]
@@ -157,7 +157,7 @@ def test_rotation_under_a_storm_of_50_processes(generic: Env, provider: OidcProv
     assert end.get("refresh_token:ok", 0) - start.get("refresh_token:ok", 0) == 1
     assert end.get("refresh_token:error", 0) == start.get("refresh_token:error", 0)
     # The grant survived: a later refresh with the stored (rotated) refresh token still works.
-    make_stale(generic, "corp")
+    generic.age_record("corp")
     assert generic.run("token", "corp").returncode == 0
 
 
@@ -192,7 +192,7 @@ def test_revoked_grant_is_a_sign_in_and_reuse_is_never_attempted(generic: Env, p
     request = urllib.request.Request(grant["token_endpoint"], data=urllib.parse.urlencode(form).encode())
     with urllib.request.urlopen(request, context=ssl.create_default_context(cafile=provider.ca_pem), timeout=10):
         pass
-    make_stale(generic, "corp")
+    generic.age_record("corp")
     out = generic.run("token", "corp")
     assert out.returncode == 77, out.stderr
     assert out.stdout == ""

@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import Env
 from tests.fakes.google import CLIENT_ID, CLIENT_SECRET, FakeGoogle
-from tests.flows import Login, browser_command, make_stale, paste_as_browser, trust
+from tests.flows import Login, browser_command, paste_as_browser, trust
 
 GMAIL = "me@gmail.com"
 
@@ -66,7 +66,7 @@ def test_refresh_keeps_the_refresh_token_google_does_not_rotate(env: Env, google
     _login_with_browser(env)
     first = env.run("token", "gmail").stdout
     for round_ in (1, 2):
-        make_stale(env, "gmail")
+        env.age_record("gmail")
         out = env.run("-v", "token", "gmail")
         assert out.returncode == 0, out.stderr
         assert out.stdout != first and google.is_valid_access_token(out.stdout.strip())
@@ -87,7 +87,7 @@ def test_refresh_keeps_the_refresh_token_google_does_not_rotate(env: Env, google
 def test_revoked_token_says_why_including_testing_mode(env: Env, google: FakeGoogle) -> None:
     _login_with_browser(env)
     google.revoke(GMAIL)
-    make_stale(env, "gmail")
+    env.age_record("gmail")
     out = env.run("token", "gmail")
     assert out.returncode == 77
     assert out.stdout == ""

@@ -34,10 +34,9 @@ def test_device_code_blocked_by_conditional_access_proposes_browser_or_paste(
 
 def test_conditional_access_at_refresh_keeps_the_grant(signed_in: Env, fake: FakeEntra) -> None:
     """A policy may clear without a new sign-in (another network, a compliant device): the grant is not dropped."""
-    from tests.flows import make_stale
 
     signed_in.run("token", "work")
-    make_stale(signed_in, "work")
+    signed_in.age_record("work")
     fake.inject("aadsts", error="invalid_grant", code=53003)
     blocked = signed_in.run("token", "work")
     assert blocked.returncode == 77 and "--paste" in blocked.stderr

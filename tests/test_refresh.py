@@ -4,10 +4,8 @@ prompt, report each failing account and keep going, exit with the core issue's c
 
 from __future__ import annotations
 
-import re
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -17,11 +15,6 @@ from tests.conftest import MAILTOKEN, Env, require
 from tests.fakes.entra import FakeEntra
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _make_stale(env: Env, account: str = "work") -> None:
-    rec = env.record_dir / f"{account}.token"
-    rec.write_text(re.sub(r"refresh \d+", f"refresh {int(time.time()) - 1}", rec.read_text()))
 
 
 def test_refreshes_only_tokens_expiring_within_the_window(signed_in: Env, fake: FakeEntra) -> None:
@@ -39,7 +32,7 @@ def test_refreshes_only_tokens_expiring_within_the_window(signed_in: Env, fake: 
 
 
 def test_stale_record_is_refreshed_with_the_default_window(signed_in: Env, fake: FakeEntra) -> None:
-    _make_stale(signed_in)
+    signed_in.age_record()
     result = signed_in.run("-v", "refresh", "--all")
     assert result.returncode == 0, result.stderr
     assert "work: refreshed; valid until" in result.stderr
@@ -81,7 +74,7 @@ def test_temporary_failure_exits_75_and_the_cached_token_still_serves(signed_in:
 
 
 def test_refresh_and_parallel_token_calls_make_one_grant(signed_in: Env, fake: FakeEntra) -> None:
-    _make_stale(signed_in)
+    signed_in.age_record()
     procs = [signed_in.popen("refresh", "work")] + [signed_in.popen("token", "work") for _ in range(4)]
     outs = [p.communicate(timeout=60) for p in procs]
     assert [p.returncode for p in procs] == [0] * 5, outs

@@ -35,3 +35,11 @@ def test_long_token_is_one_line() -> None:
     encoded = sasl.xoauth2("u@x.org", token)
     assert "\n" not in encoded
     assert base64.b64decode(encoded).decode().endswith(token + "\x01\x01")
+
+
+def test_the_modules_doctests_pass() -> None:
+    """The published example in sasl.py's docstring is run, not just shown."""
+    import doctest
+
+    result = doctest.testmod(sasl, verbose=False)
+    assert result.attempted >= 2 and result.failed == 0

@@ -9,9 +9,7 @@ nothing was lost. A store that refuses to save a rotated grant does not lose it 
 from __future__ import annotations
 
 import json
-import re
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +21,6 @@ from tests.secret_service import SecretService
 
 FIX = 'set store = "file" for this account'
 STORE_FAULTS_TRIED: list[str] = []
-
-
-def expire(env: Env, account: str = "work") -> None:
-    path = env.record_dir / f"{account}.token"
-    past = int(time.time()) - 10
-    text = re.sub(r"^refresh \d+", f"refresh {past - 60}", path.read_text(), flags=re.M)
-    path.write_text(re.sub(r"^expires \d+", f"expires {past}", text, flags=re.M))
 
 
 def assert_69(result: Any, *needles: str) -> str:
@@ -71,7 +62,7 @@ def test_locked_secret_service_exits_69_then_recovers(
 ) -> None:
     STORE_FAULTS_TRIED.append("secret-service-locked")
     env = in_keyring
-    expire(env)
+    env.age_record(expires_in=-10)
     secret_service.lock()
     result = env.run("token", "work", "--timeout", "30")
     assert_69(result, "locked", "unlock")
@@ -104,7 +95,7 @@ def test_unreachable_keyring_exits_69_with_the_fix(
 ) -> None:
     STORE_FAULTS_TRIED.append(case)
     env = in_keyring
-    expire(env)
+    env.age_record(expires_in=-10)
     vars_ = {k: v for k, v in env.vars.items() if not (k in extra_env and not extra_env[k])}
     vars_.update({k: v for k, v in extra_env.items() if v})
     saved, env.vars = env.vars, vars_
@@ -122,7 +113,7 @@ def test_keyring_module_missing_exits_69(in_keyring: Env, fake: FakeEntra, tmp_p
     shadow = tmp_path / "no-keyring"
     (shadow / "keyring").mkdir(parents=True)
     (shadow / "keyring" / "__init__.py").write_text("raise ImportError('keyring is not installed here')\n")
-    expire(in_keyring)
+    in_keyring.age_record(expires_in=-10)
     result = in_keyring.run("token", "work", env={"PYTHONPATH": str(shadow)})
     assert_69(result, "the keyring module is not installed", FIX)
     assert_token(in_keyring.run("token", "work"), fake)
@@ -224,7 +215,7 @@ def test_raising_backend_exits_69(
     env: Env, fake: FakeEntra, flaky: FlakyKeyring, mode: str, needles: tuple[str, ...]
 ) -> None:
     STORE_FAULTS_TRIED.append(f"backend-{mode}")
-    expire(env)
+    env.age_record(expires_in=-10)
     flaky.mode(mode)
     assert_69(env.run("token", "work"), *needles)
     assert fake.counts["refresh_token"] == 0
@@ -238,7 +229,7 @@ def test_a_store_that_refuses_the_rotated_grant_loses_nothing(env: Env, fake: Fa
     assert fake.strict_rotation
     rescue = env.state_dir / "grants" / "work.rescue.json"
     before = flaky.secret()
-    expire(env)
+    env.age_record(expires_in=-10)
     flaky.mode("fail-write")
     first = env.run("token", "work")
     assert_token(first, fake)
@@ -247,17 +238,17 @@ def test_a_store_that_refuses_the_rotated_grant_loses_nothing(env: Env, fake: Fa
     assert rescue.stat().st_mode & 0o777 == 0o600
     assert flaky.secret() == before  # the store kept the old grant; the new one is in the rescue file
     # Again, still failing: the rescued grant is used (the stored one is spent) and rescued anew.
-    expire(env)
+    env.age_record(expires_in=-10)
     assert_token(env.run("token", "work"), fake)
     # The store works again: the next refresh saves into it and drops the rescue file.
     flaky.mode("ok")
-    expire(env)
+    env.age_record(expires_in=-10)
     last = env.run("token", "work")
     assert_token(last, fake)
     assert last.stderr == ""
     assert not rescue.exists()
     assert flaky.secret() != before
-    expire(env)
+    env.age_record(expires_in=-10)
     assert_token(env.run("token", "work"), fake)
     assert fake.counts["refresh_token"] == 4
     assert fake.counts["token_errors"] == 0
@@ -267,7 +258,7 @@ def test_unsafe_file_store_is_refused_not_bypassed(signed_in: Env, fake: FakeEnt
     """The file store's grant readable by others: exit 69 naming the file and the fix, never 77."""
     STORE_FAULTS_TRIED.append("file-store-group-readable")
     grant = signed_in.state_dir / "grants" / "work.json"
-    expire(signed_in)
+    signed_in.age_record(expires_in=-10)
     grant.chmod(0o640)
     assert_69(signed_in.run("token", "work"), str(grant), "readable by others (mode 0640)", "chmod 600")
     grant.chmod(0o600)

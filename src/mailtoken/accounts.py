@@ -44,7 +44,7 @@ def add(path: str, name: str, values: dict[str, str], interactive: bool) -> conf
     item = tomlkit.table()
     for key, value in table.items():
         item[key] = value
-    doc["accounts"][name] = item  # type: ignore[index]
+    doc["accounts"][name] = item
     new_text = tomlkit.dumps(doc)
     config.parse(new_text, path)  # never write a file we could not read back
     fsutil.write_users_file(path, new_text.encode("utf-8"))

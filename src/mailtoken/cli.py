@@ -299,7 +299,7 @@ def _run_test(ctx: Context, args: argparse.Namespace) -> Result:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument(
         "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="diagnostics on stderr (never a secret)"
     )

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import difflib
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import ConfigError
 from .fast import locations
@@ -147,7 +149,7 @@ class Config:
         raise ConfigError(message, account=None)
 
 
-def _suggest(word: str, choices) -> str:
+def _suggest(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -259,7 +261,7 @@ def validate_defaults(table: object, path: str) -> dict[str, object]:
 
 
 def validate_account(
-    name: str, table: object, path: str, catalog: dict, defaults: dict[str, object] | None = None
+    name: str, table: object, path: str, catalog: dict[str, Any], defaults: dict[str, object] | None = None
 ) -> Account:
     if not locations.valid_account_name(name):
         raise ConfigError(

@@ -31,8 +31,9 @@ class Claims:
     @property
     def user(self) -> str | None:
         for key in ("upn", "unique_name", "preferred_username", "email"):
-            if isinstance(self.values.get(key), str):
-                return self.values[key]
+            value = self.values.get(key)
+            if isinstance(value, str):
+                return value
         return None
 
     @property

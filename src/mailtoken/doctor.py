@@ -12,6 +12,7 @@ import base64
 import binascii
 import contextlib
 import re
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -113,7 +114,7 @@ def _clean(text: Any) -> str:
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     text = " ".join(str(text).split())
-    return text if len(text) <= MAX_REPLY else text[: MAX_REPLY - 3] + "..."
+    return str(text) if len(text) <= MAX_REPLY else text[: MAX_REPLY - 3] + "..."
 
 
 def _challenge(data: bytes | str) -> str:
@@ -132,10 +133,11 @@ def _imap_error(exc: Exception) -> str:
     return _clean(f"{match.group(1)} {match.group(2)}" if match else text)
 
 
-def check_imap(server: Server, user: str, token: str, ctx, timeout: float) -> tuple[str, str]:
+def check_imap(server: Server, user: str, token: str, ctx: ssl.SSLContext, timeout: float) -> tuple[str, str]:
     import imaplib
 
     try:
+        conn: imaplib.IMAP4
         if server.implicit_tls:
             conn = imaplib.IMAP4_SSL(server.host, server.port, ssl_context=ctx, timeout=timeout)
         else:
@@ -167,7 +169,7 @@ def check_imap(server: Server, user: str, token: str, ctx, timeout: float) -> tu
         except conn.error as exc:
             reply = _imap_error(exc)
             raise _Failed("auth", f"{reply} ({challenges[-1]})" if challenges else reply) from None
-        auth_reply = _clean(b" ".join(d for d in data if isinstance(d, bytes)))
+        auth_reply = _clean(b" ".join(d for d in data if isinstance(d, bytes)))  # type: ignore[misc]
         try:
             conn.list('""', "INBOX")
             _typ, count = conn.select("INBOX", readonly=True)
@@ -179,10 +181,11 @@ def check_imap(server: Server, user: str, token: str, ctx, timeout: float) -> tu
             conn.logout()
 
 
-def check_pop(server: Server, user: str, token: str, ctx, timeout: float) -> tuple[str, str]:
+def check_pop(server: Server, user: str, token: str, ctx: ssl.SSLContext, timeout: float) -> tuple[str, str]:
     import poplib
 
     try:
+        conn: Any
         if server.implicit_tls:
             conn = poplib.POP3_SSL(server.host, server.port, timeout=timeout, context=ctx)
         else:
@@ -222,11 +225,12 @@ def check_pop(server: Server, user: str, token: str, ctx, timeout: float) -> tup
             conn.quit()
 
 
-def check_smtp(server: Server, user: str, token: str, ctx, timeout: float) -> tuple[str, str]:
+def check_smtp(server: Server, user: str, token: str, ctx: ssl.SSLContext, timeout: float) -> tuple[str, str]:
     import smtplib
 
     try:
         # local_hostname: smtplib would otherwise ask reverse DNS (getfqdn), which can stall for seconds.
+        conn: smtplib.SMTP
         if server.implicit_tls:
             conn = smtplib.SMTP_SSL(server.host, server.port, "localhost", timeout=timeout, context=ctx)
         else:
@@ -275,18 +279,21 @@ def _net_stage(exc: BaseException) -> str:
 # --- the command --------------------------------------------------------------------------------------------
 
 
-def ssl_context(cafile: str | None):
-    import ssl
-
+def ssl_context(cafile: str | None) -> ssl.SSLContext:
     if cafile is not None:
         try:
             return ssl.create_default_context(cafile=cafile)
         except (OSError, ssl.SSLError) as exc:
             raise errors.ConfigError(f"--cafile {cafile}: cannot be loaded ({exc})") from None
-    return ssl.create_default_context()
+    import truststore
+
+    # The operating system's trust store, as for every HTTPS call (providers/http.py).
+    return truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
-def check(server: Server, user: str, token: str, claims: Claims, ctx, timeout: float, account: str) -> Result:
+def check(
+    server: Server, user: str, token: str, claims: Claims, ctx: ssl.SSLContext, timeout: float, account: str
+) -> Result:
     try:
         reply, detail = CHECKS[server.protocol](server, user, token, ctx, timeout)
     except _Failed as failure:

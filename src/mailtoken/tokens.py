@@ -36,6 +36,7 @@ import contextlib
 import json
 import math
 import time
+from typing import Any
 
 from . import lock, providers, state, ui
 from . import store as stores
@@ -122,7 +123,7 @@ def _fingerprint(blob: str) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
 
 
-def _read_json(path: str) -> dict | None:
+def _read_json(path: str) -> dict[str, Any] | None:
     try:
         data = fsutil.read_private(path)
         value = json.loads(data) if data is not None else None
@@ -198,10 +199,9 @@ def _refresh(acct: Account, old: record.Record | None, stamp: str, deadline: Dea
             warning = save_grant(acct, store, rotated.blob) if store is not None else None
         if warning:
             ui.say(f"{acct.name}: warning: {warning}")
-        exc = rotated.error
-        if isinstance(exc, TemporaryFailure):
-            return _serve_or_raise(acct, old, exc)
-        raise exc from None
+        if isinstance(rotated.error, TemporaryFailure):
+            return _serve_or_raise(acct, old, rotated.error)
+        raise rotated.error from None
     except TemporaryFailure as exc:
         release()
         if exc.retry_after:

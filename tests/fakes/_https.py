@@ -41,6 +41,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False  # close the connection without answering
     truncate: bool = False  # announce the full length, send half, close
+    trickle: float = 0.0  # seconds between bytes: headers and body dribble out (a socket timeout never fires)
 
 
 def json_reply(obj: Any, status: int = 200) -> Reply:
@@ -73,6 +74,7 @@ class Listener(ThreadingHTTPServer):
         self, host: str, name: str, handle: Callable[[Request], Reply], ssl_ctx: ssl.SSLContext | None
     ) -> None:
         self.name, self.handle, self.ssl_ctx = name, handle, ssl_ctx
+        self.stopping = threading.Event()  # set at close(): a trickling answer stops there
         super().__init__((host, 0), _Handler)
         scheme = "https" if ssl_ctx else "http"
         self.url = f"{scheme}://{host}:{self.server_port}"
@@ -82,6 +84,7 @@ class Listener(ThreadingHTTPServer):
         threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True, name=f"fake-{self.name}").start()
 
     def close(self) -> None:
+        self.stopping.set()
         self.shutdown()
         self.server_close()
 
@@ -142,6 +145,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, reply: Reply) -> None:
         if reply.drop:
+            self.close_connection = True
+            return
+        if reply.trickle:
+            head = f"HTTP/1.1 {reply.status} OK\r\nContent-Type: {reply.content_type}\r\n"
+            head += f"Content-Length: {len(reply.body)}\r\n\r\n"
+            for byte in head.encode() + reply.body:
+                try:
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                except OSError:
+                    break
+                if self.server.stopping.wait(reply.trickle):
+                    break
             self.close_connection = True
             return
         self.send_response(reply.status)

@@ -6,8 +6,10 @@ runs as a subprocess: ``python -m tests.fakes.entra --state-dir D``, see ``main`
 
 Deliberate differences from Entra: ``strict_rotation`` (Entra lets a refresh token be reused; a strict fake
 catches clients that lose or race their rotated token), unsigned ``alg: none`` id_tokens (msal never checks
-signatures), opaque access tokens, and ``deny()`` answering ``access_denied`` (RFC 8628's name; Entra's
-docs call it ``authorization_declined``).
+signatures), opaque access tokens, and ``deny()`` answering ``authorization_declined`` (Entra's name; RFC
+8628 says ``access_denied``). Device-code polls faster than the flow's ``interval`` get ``slow_down``.
+Served under the catalog's host (login.microsoftonline.com, through a resolver override in the client), it
+answers msal's instance discovery and names that host in its documents.
 """
 
 from __future__ import annotations
@@ -50,8 +52,12 @@ COUNT_KEYS = (
     "token_errors",
     "authorize",
     "client_credentials",
+    "instance_discovery",
+    "slow_down",
 )
-FAULT_KINDS = frozenset({"status", "hang", "aadsts", "nonjson", "truncated", "close"})
+# The global cloud's authority host (catalog.toml): a client whose resolver sends it here gets answers for it.
+CATALOG_HOST = "login.microsoftonline.com"
+FAULT_KINDS = frozenset({"status", "hang", "aadsts", "nonjson", "truncated", "close", "mangle", "redirect", "trickle"})
 # What set() and /_control/set may change.
 SETTABLE = frozenset(
     {
@@ -140,6 +146,8 @@ class _DeviceCode:
     email: str | None = None  # set once approved
     denied: bool = False
     redeemed: bool = False
+    interval: float = 1.0
+    last_poll: float | None = None
 
 
 @dataclass
@@ -232,7 +240,7 @@ class FakeEntra:
         self._log: deque[dict[str, Any]] = deque(maxlen=100_000)  # bounded: benchmarks run long
         self._listeners: list[Listener] = []
         self.ca_pem = str(self.state_dir / "ca.pem")
-        self._tls = throwaway_tls(Path(self.ca_pem), "127.0.0.1", "localhost", "::1")
+        self._tls = throwaway_tls(Path(self.ca_pem), "127.0.0.1", "localhost", "::1", CATALOG_HOST)
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
@@ -311,6 +319,10 @@ class FakeEntra:
             description replaces the text after "AADSTSnnnnn: ".
         hang(seconds=60, then="answer"|"close"): sleeps, then answers normally or drops the connection.
         nonjson: 200 "<html>oops".  close(process=False): drop the connection without answering.
+        mangle(fields={...}): the real grant happens (a rotated refresh token is issued and the old one spent), but
+            the answer's `fields` are replaced (e.g. {"expires_in": "soon"}, {"access_token": "a\\nb"}).
+        redirect(location=URL, status=302): answer with a redirect instead (nothing is granted).
+        trickle(seconds=1.0): the real answer, one byte every `seconds` (no single read ever times out).
         truncated(process=True, honest_length=False): 200 with half the real answer; by default the
             Content-Length promises the whole body (the client sees a broken connection); with
             honest_length it matches the half (the client sees invalid JSON). process=True means the grant
@@ -453,6 +465,7 @@ class FakeEntra:
             tenant, rest = parts[0], "/".join(parts[1:])
             endpoint = {
                 ("GET", "v2.0/.well-known/openid-configuration"): self._discovery,
+                ("GET", "discovery/instance"): self._instance_discovery,
                 ("GET", "discovery/v2.0/keys"): lambda r, t: json_reply({"keys": []}),
                 ("POST", "oauth2/v2.0/devicecode"): self._devicecode,
                 ("POST", "oauth2/v2.0/token"): self._token,
@@ -464,9 +477,28 @@ class FakeEntra:
                 return endpoint(req, tenant)
         return json_reply({"error": "not_found", "error_description": f"{req.method} {req.path}"}, 404)
 
+    def _base(self, req: Request) -> str:
+        """The URL the client used: the catalog's host when a resolver override sent it here, else ours."""
+        host = req.headers.get("host", "")
+        return f"https://{CATALOG_HOST}" if host.split(":")[0] == CATALOG_HOST else self.base_url
+
+    def _instance_discovery(self, req: Request, tenant: str) -> Reply:
+        self._count("instance_discovery")
+        host = urllib.parse.urlsplit(self._base(req)).netloc
+        authorize = urllib.parse.urlsplit(req.query.get("authorization_endpoint", ""))
+        wanted = authorize.path.strip("/").split("/")[0] or "common"
+        return json_reply(
+            {
+                "tenant_discovery_endpoint": f"{self._base(req)}/{wanted}/v2.0/.well-known/openid-configuration",
+                "api-version": "1.1",
+                "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}],
+            }
+        )
+
     def _discovery(self, req: Request, tenant: str) -> Reply:
         self._count("discovery")
-        base = f"{self.base_url}/{tenant}"
+        base_url = self._base(req)
+        base = f"{base_url}/{tenant}"
         if _GUID.match(tenant):
             issuer_tid = tenant
         elif tenant == "consumers":
@@ -481,9 +513,9 @@ class FakeEntra:
                 **_DISCOVERY,
                 **doc,
                 "jwks_uri": f"{base}/discovery/v2.0/keys",
-                "issuer": f"{self.base_url}/{issuer_tid}/v2.0",
+                "issuer": f"{base_url}/{issuer_tid}/v2.0",
                 "kerberos_endpoint": f"{base}/kerberos",
-                "userinfo_endpoint": f"{self.base_url}/oidc/userinfo",
+                "userinfo_endpoint": f"{base_url}/oidc/userinfo",
             }
         )
 
@@ -506,11 +538,12 @@ class FakeEntra:
                 if user_code not in self._user_codes:
                     break
             dc = _DeviceCode(user_code, client_id, scopes, time.time() + self.device_expires_in)
+            dc.interval = float(self.device_interval)
             if self.auto_approve:
                 dc.email = self._user(self.auto_approve).email
             self._device_codes[device_code] = dc
             self._user_codes[user_code] = device_code
-        uri = f"{self.base_url}/devicelogin"
+        uri = f"{self._base(req)}/devicelogin"
         return json_reply(
             {
                 "user_code": user_code,
@@ -620,6 +653,19 @@ class FakeEntra:
             )
         if kind == "nonjson":
             return Reply(200, b"<html>oops", "text/html; charset=utf-8")
+        if kind == "mangle":
+            real = self._grant(req, tenant)
+            doc = json.loads(real.body)
+            doc.update(kw.get("fields", {}))
+            return json_reply(doc)
+        if kind == "trickle":
+            real = self._grant(req, tenant)
+            real.trickle = float(kw.get("seconds", 1.0))
+            return real
+        if kind == "redirect":
+            reply = Reply(int(kw.get("status", 302)), b"", "text/plain; charset=utf-8")
+            reply.headers["Location"] = str(kw["location"])
+            return reply
         if kind == "close":
             if kw.get("process", False):
                 self._grant(req, tenant)
@@ -720,7 +766,15 @@ class FakeEntra:
             if dc.redeemed:
                 return self._invalid(req, "device_code", "The device code was already redeemed.")
             if dc.denied:
-                return self._error(req, "access_denied", 65004)
+                return self._error(req, "authorization_declined", 65004)
+            now = time.monotonic()
+            # RFC 8628 section 3.5: polling faster than the interval earns slow_down (and a longer interval).
+            too_fast = dc.last_poll is not None and now - dc.last_poll < dc.interval * 0.8
+            dc.last_poll = now
+            if too_fast:
+                dc.interval += 5
+                self._count("slow_down")
+                return self._error(req, "slow_down", 70016)
             if time.time() >= dc.expires_at:
                 return self._error(req, "expired_token", 70019)
             if dc.email is None:

@@ -8,7 +8,6 @@ their configs is the code under test.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import time
 import uuid
@@ -195,19 +194,6 @@ class MailStack:
         return Run([str(a) for a in args], result.returncode, out, err)
 
 
-def make_stale(env: Env, account: str = "work") -> None:
-    """Make the cached token due for refresh, as time would."""
-    rec = env.record_dir / f"{account}.token"
-    text = re.sub(r"refresh \d+", f"refresh {int(time.time()) - 1}", rec.read_text())
-    # The boot-clock copy of the refresh moment must say "due" too.
-    text = re.sub(r"(?m)^boot (\d+) (\d+) (\d+)$", lambda m: f"boot {m[1]} {m[1]} {m[3]}", text)
-    # Atomically: a client may be reading the record right now.
-    tmp = rec.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.chmod(0o600)
-    os.replace(tmp, rec)
-
-
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
     end = time.monotonic() + timeout
     while True:
@@ -219,4 +205,4 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
         time.sleep(interval)
 
 
-__all__ = ["DOVECOT", "HOST", "LONG_TOKEN", "SHORT_TOKEN", "MailStack", "Run", "make_stale", "wait_until"]
+__all__ = ["DOVECOT", "HOST", "LONG_TOKEN", "SHORT_TOKEN", "MailStack", "Run", "wait_until"]

@@ -64,6 +64,9 @@ def run(opts: Options) -> Result:
     except ValueError:
         raise UsageError(f"--min-validity: '{opts.min_validity}' is not a duration like 30m, 1h or 90s") from None
     cfg = config.load(opts.config_path)
+    for name in opts.accounts:
+        if name not in cfg.names():
+            cfg.account(name)  # a name the config does not have: a usage mistake, said once, before any work
     result = Result()
     codes = set()
     for name in opts.accounts or cfg.names():

@@ -39,5 +39,6 @@ class AddOptions:
 
 
 def add(opts: AddOptions) -> Result:
-    acct = accounts.add(opts.config_path, opts.account, dict(opts.values), opts.interactive)
+    given = {key: value for key, value in opts.values.items() if value}
+    acct = accounts.add(opts.config_path, opts.account, given, opts.interactive)
     return Result(notes=[f"{acct.name}: added to {opts.config_path}; next: mailtoken login {acct.name}"])

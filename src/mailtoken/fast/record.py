@@ -63,7 +63,7 @@ class Record:
         # elsewhere in the config file does not make the token stale (tokens.py re-stamps the record).
         self.settings = settings
 
-    def _fields(self) -> tuple:
+    def _fields(self) -> tuple[object, ...]:
         return (self.expires, self.refresh, self.config, self.user, self.token, self.boot, self.settings)
 
     def __eq__(self, other: object) -> bool:
@@ -76,7 +76,7 @@ class Record:
     def _replace(self, **changes: object) -> Record:
         values = dict(zip(self.__slots__, self._fields(), strict=True))
         values.update(changes)
-        return Record(**values)  # type: ignore[arg-type]
+        return Record(**values)  # type: ignore[arg-type]  # noqa: PGH003
 
     def _boot_before(self, index: int, margin: int = 0) -> bool:
         """True unless the boot clock proves the moment `boot[index]` (less `margin`) has passed."""
@@ -125,7 +125,7 @@ def parse(data: bytes) -> Record | None:
             fields["config"],
             fields["user"],
             fields["token"],
-            boot if boot and len(boot) == 3 else None,  # type: ignore[arg-type]
+            (boot[0], boot[1], boot[2]) if boot and len(boot) == 3 else None,
             fields.get("settings", ""),
         )
     except (KeyError, ValueError):

@@ -38,11 +38,13 @@ def catalog() -> dict[str, Any]:
 
 
 def spec(provider: str) -> dict[str, Any]:
-    return catalog()[provider]
+    found: dict[str, Any] = catalog()[provider]
+    return found
 
 
 def cloud(provider: str, name: str) -> dict[str, Any]:
-    return spec(provider)["clouds"][name]
+    found: dict[str, Any] = spec(provider)["clouds"][name]
+    return found
 
 
 def mail_hosts(acct: Any, cloud_name: str | None = None) -> dict[str, str]:

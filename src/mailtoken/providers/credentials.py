@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..config import Account
 from ..errors import ConfigError, MailtokenError, SignInRequired, StoreUnavailable
+
+if TYPE_CHECKING:
+    from ..store.keyring_store import KeyringStore
 
 # A password manager that needs a passphrase prompts on a terminal it does not have: give up instead of hanging.
 CMD_TIMEOUT = 20.0
@@ -84,7 +87,7 @@ def run_command(acct: Account, timeout: float) -> str:
     return secret
 
 
-def _keyring() -> Any:
+def _keyring() -> KeyringStore:
     from ..store.keyring_store import KeyringStore
 
     return KeyringStore()

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from .. import providers
 from ..config import Account
-from ..errors import ConfigError, MailtokenError
+from ..errors import ConfigError, MailtokenError, SignInRequired, TemporaryFailure
 from . import errors, http
 from .base import Grant, RotatedGrant, token_problem
 
@@ -75,7 +75,7 @@ def _call(acct: Account, fn: Callable[[], T]) -> T:
 def with_wait(error: MailtokenError, session: Any) -> MailtokenError:
     """The error, saying how long the identity platform asked us to wait when its answer had a Retry-After."""
     wait = session.answers.retry_after
-    if wait and isinstance(error, errors.TemporaryFailure) and not error.retry_after:
+    if wait and isinstance(error, TemporaryFailure) and not error.retry_after:
         later = "try again later"
         base = error.message[: -len(later)] if error.message.endswith(later) else error.message + ": "
         error.message = f"{base}try again in {wait} s (the identity platform asked to wait)"
@@ -88,7 +88,7 @@ def grant(
 ) -> Grant:
     """The Grant from msal's result, or the error it stands for."""
     if not result:
-        raise errors.SignInRequired(
+        raise SignInRequired(
             f"sign-in required (no usable grant): run 'mailtoken login {acct.name}'", account=acct.name
         )
     if "error" in result:

@@ -36,6 +36,8 @@ class Answers:
         self.retry_after: int | None = None
         # The refresh_token of the last 200 answer to a POST, whatever else that answer got wrong.
         self.rotated: str | None = None
+        # That answer's JSON object, so an engine can say what was wrong with it when its library refused it.
+        self.answer: dict[str, Any] | None = None
 
 
 def _context() -> Any:
@@ -67,7 +69,7 @@ def session(account: str | None, timeout: float, *, family: str = errors.ENTRA, 
             super().init_poolmanager(*args, **kwargs)
 
         def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-            super().cert_verify(conn, url, verify, cert)
+            super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
             if verify is True:  # the system's store (the context), not certifi's bundle
                 conn.ca_certs = None
                 conn.ca_cert_dir = None
@@ -109,7 +111,7 @@ def session(account: str | None, timeout: float, *, family: str = errors.ENTRA, 
                 response.close()
                 raise errors.temporary(f"the answer from {host_of(url)} is larger than 1 MiB", account, family)
             response._content = body
-            response._content_consumed = True
+            response._content_consumed = True  # type: ignore[attr-defined]
             self._look(method, url, response, body)
             return response
 
@@ -131,6 +133,7 @@ def session(account: str | None, timeout: float, *, family: str = errors.ENTRA, 
                 if hold_on_answer:
                     deadline.hold()  # this answer may hold the rotated refresh token: nothing may drop it now
                 doc = parse(body, host_of(url), account, family)
+                self.answers.answer = doc if isinstance(doc, dict) else None
                 rotated = doc.get("refresh_token") if isinstance(doc, dict) else None
                 if isinstance(rotated, str) and rotated:
                     self.answers.rotated = rotated

@@ -13,7 +13,7 @@ from .. import providers
 from ..config import Account
 from ..errors import MailtokenError, SignInRequired
 from . import entra, errors
-from .base import ExitCondition, Flow, Grant, RotatedGrant
+from .base import ExitCondition, Flow, Grant, RotatedGrant, token_problem
 
 grantless = False
 
@@ -76,10 +76,13 @@ def refresh(acct: Account, blob: str, timeout: float) -> Grant:
         )
         return entra.grant(acct, result, lambda: _blob(cache), session, refreshing=True)
     except MailtokenError as exc:
-        rotated = session.answers.rotated
+        rotated, answer = session.answers.rotated, session.answers.answer
         if rotated and rotated not in cache.serialize():
-            # msal refused an answer that had already rotated the refresh token: keep the new one anyway.
-            raise RotatedGrant(_with_refresh_token(blob, rotated), exc) from None
+            # msal refused an answer that had already rotated the refresh token: keep the new one anyway, and
+            # say what was wrong with the answer rather than how msal tripped over it.
+            problem = token_problem(answer.get("access_token"), answer.get("expires_in", 3600)) if answer else None
+            error = errors.temporary(f"the identity platform's answer {problem}", acct.name) if problem else exc
+            raise RotatedGrant(_with_refresh_token(blob, rotated), error) from None
         raise
 
 

@@ -98,11 +98,11 @@ def pending_path(account: str) -> str:
     return state.files(account).pending
 
 
-def tell(acct: Account, url: str, user_code: str, then: str = "") -> None:
+def tell(acct: Account, url: str | None, user_code: str, then: str = "") -> None:
     """Where to sign in and with which code. The URL gets a line of its own: a terminal never wraps it mid-word
     and a double-click selects all of it."""
     ui.say(f"{acct.name}: to sign in as {acct.email}, open this page in a browser on any device:")
-    print(url, file=sys.stderr, flush=True)
+    print(url or "(the identity platform named no page: see its documentation)", file=sys.stderr, flush=True)
     ui.say(f"{acct.name}: and enter the code {user_code}{then}")
 
 
@@ -158,7 +158,7 @@ def load_pending(acct: Account) -> dict[str, Any]:
             f"the code from 'login --no-wait' expired: run 'mailtoken login {acct.name} --no-wait' again",
             account=acct.name,
         )
-    return flow
+    return dict(flow)
 
 
 def drop_pending(account: str) -> None:

@@ -7,13 +7,14 @@ import sys
 import threading
 import time
 import urllib.parse
+from collections.abc import Callable
 from typing import Any
 
 from .. import providers, state, tokens, ui
 from .. import store as stores
 from ..config import Account
 from ..errors import MailtokenError, SignInRequired, UsageError
-from ..providers.base import Engine, Grant
+from ..providers.base import Engine, ExitCondition, Grant
 from . import device
 
 LOGIN_TIMEOUT = 600.0
@@ -88,7 +89,9 @@ def _resume(acct: Account, engine: Engine, net_timeout: float, timeout: float | 
     return grant
 
 
-def _wait(acct: Account, flow: dict[str, Any], timeout: float | None, finish: Any) -> Any:
+def _wait(
+    acct: Account, flow: dict[str, Any], timeout: float | None, finish: Callable[[ExitCondition], Grant]
+) -> Grant:
     expires_at = float(flow.get("expires_at") or time.time() + int(flow.get("expires_in", 900)))
     if timeout:
         expires_at = min(expires_at, time.time() + timeout)

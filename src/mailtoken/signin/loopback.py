@@ -71,7 +71,7 @@ def _bind(host: str, port: int, account: str) -> list[socket.socket]:
     families = _FAMILIES.get(host, _FAMILIES["localhost"])
     for _attempt in range(PORT_TRIES if port == 0 else 1):
         bound: list[socket.socket] = []
-        family, address = families[0], ""
+        address = families[0][1]
         try:
             for family, address in families:  # noqa: B007 - the failing one is named below
                 chosen = bound[0].getsockname()[1] if bound else port
@@ -202,7 +202,8 @@ class Receiver:
 
     def _handle(self, conn: socket.socket, peer: Any) -> None:
         try:
-            _Handler(conn, peer, self)
+            # http.server's handlers take any object as their server; ours is this receiver.
+            _Handler(conn, peer, self)  # type: ignore[arg-type]
         except Exception:  # noqa: S110 - one broken connection must not end the sign-in; the query holds the code
             pass
         finally:
@@ -234,8 +235,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: Receiver  # type: ignore[assignment]
 
     def setup(self) -> None:
-        self.timeout = self.server.connection_timeout()
         super().setup()
+        self.connection.settimeout(self.server.connection_timeout())
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         parts = urllib.parse.urlsplit(self.path)

@@ -9,7 +9,7 @@ elsewhere that would end in a misleading "sign-in required".
 from __future__ import annotations
 
 import json
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..config import Account
 from ..errors import SignInRequired, StoreUnavailable
@@ -49,7 +49,7 @@ def _state_path(account: str) -> str:
     return account_files(account).state
 
 
-def recall(account: str) -> dict | None:
+def recall(account: str) -> dict[str, Any] | None:
     """The remembered state of an account: which store holds its grant, who signed in."""
     try:
         data = fsutil.read_private(_state_path(account))
@@ -64,7 +64,7 @@ def recall(account: str) -> dict | None:
     return state if isinstance(state, dict) and isinstance(state.get("store"), str) else None
 
 
-def remember(account: str, state: dict) -> None:
+def remember(account: str, state: dict[str, Any]) -> None:
     fsutil.atomic_write(_state_path(account), json.dumps(state, sort_keys=True).encode())
 
 
@@ -86,7 +86,7 @@ def choose_for_login(acct: Account) -> tuple[GrantStore, str | None]:
     return keyring_store, None
 
 
-def for_account(acct: Account) -> tuple[GrantStore, dict]:
+def for_account(acct: Account) -> tuple[GrantStore, dict[str, Any]]:
     """The store holding this account's grant, usable now, with the account state."""
     state = recall(acct.name)
     if state is None:

@@ -90,7 +90,7 @@ class KeyringStore:
 
     def load(self, account: str) -> str | None:
         kr = self._keyring()
-        head = self._guard("read", lambda: kr.get_password(SERVICE, account))
+        head: str | None = self._guard("read", lambda: kr.get_password(SERVICE, account))
         if head is None or not head.startswith("chunks "):
             return head
         _, gen, count, digest = head.split(" ")
@@ -99,7 +99,7 @@ class KeyringStore:
         ]
         if any(p is None for p in parts):
             raise StoreUnavailable(f"the keyring holds an incomplete grant for {account}", account=account)
-        blob = "".join(parts)  # type: ignore[arg-type]
+        blob = "".join(p for p in parts if p is not None)
         if hashlib.sha256(blob.encode()).hexdigest()[:16] != digest:
             raise StoreUnavailable(f"the keyring holds a corrupt grant for {account}", account=account)
         return blob
