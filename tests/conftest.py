@@ -26,6 +26,36 @@ EMAIL = "alice@contoso.com"
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 
 
+def _tree_digest(root: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix in (".py", ".toml", ".typed")):
+        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A bare `pytest` after an edit tests the edit: reinstall when src/ differs from the installed package.
+
+    The suite drives the installed console script (as users get it: pip's install of the launcher and the man
+    pages), so an editable install would test less; this keeps a real install and keeps it current."""
+    import mailtoken
+
+    installed = Path(mailtoken.__file__).parent
+    source = Path(__file__).resolve().parent.parent / "src" / "mailtoken"
+    if installed.resolve() == source.resolve() or not source.is_dir():
+        return
+    if _tree_digest(installed) == _tree_digest(source):
+        return
+    print("\nconftest: src/ differs from the installed mailtoken; reinstalling it (pip install --no-deps .)")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps", "."],
+        cwd=source.parent.parent,
+        check=True,
+    )
+
+
 def require(*programs: str) -> None:
     """An integration test's external programs: missing ones fail in CI and skip elsewhere."""
     missing = [p for p in programs if shutil.which(p) is None and not os.path.exists(p)]
@@ -89,6 +119,20 @@ class Env:
         tmp.write_text("\n".join(lines) + "\n")
         tmp.chmod(0o600)
         os.replace(tmp, path)
+
+    def fake_systemctl(self, exit_code: int = 0) -> Path:
+        """A `systemctl` first on PATH that logs its arguments (the returned file) and exits `exit_code`
+        (non-zero: as without a user manager, saying "Failed to connect to bus")."""
+        bin_dir = self.root / "bin"
+        bin_dir.mkdir(exist_ok=True)
+        log = self.root / "systemctl.log"
+        script = bin_dir / "systemctl"
+        fail = 'echo "Failed to connect to bus" >&2\n' if exit_code else ""
+        script.write_text(f'#!/bin/sh\necho "$*" >> {log}\n{fail}exit {exit_code}\n')
+        script.chmod(0o755)
+        if not self.vars["PATH"].startswith(f"{bin_dir}:"):
+            self.vars["PATH"] = f"{bin_dir}:{self.vars['PATH']}"
+        return log
 
     def write_config(self, text: str) -> Path:
         self.config_path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import subprocess
 
 import pytest
 
@@ -45,7 +46,12 @@ def test_blocks_call_the_helper_by_absolute_path(env: Env) -> None:
     _add(env, "work")
     for client in clientconf.CLIENTS:
         text = _config(env, client, "work")
-        calls = (f"{MAILTOKEN} token work", f'"{MAILTOKEN}", "token", "work"', f'"work", helper="{MAILTOKEN}"')
+        calls = (
+            f"{MAILTOKEN} token work",
+            f"{MAILTOKEN} xoauth2 work",
+            f'"{MAILTOKEN}", "token", "work"',
+            f'"work", helper="{MAILTOKEN}"',
+        )
         assert any(call in text for call in calls), (client, text)
         hosts = [h for h in MS_GLOBAL if h.split(":")[0] in text]
         assert hosts, (client, text)
@@ -182,3 +188,106 @@ def test_other_providers_and_own_hosts(env: Env) -> None:
     text = _config(env, "curl", "own")
     assert "imaps://mail.example.org:1993/" in text and "pop3s://outlook.office365.com:995/" in text
     assert "smtp://smtp.example.org:2587'" in text
+
+
+# --- issue 15: mpop, s-nail, imapfilter ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("keys", "imap", "pop", "smtp"),
+    [
+        ({}, ("outlook.office365.com", 993), ("outlook.office365.com", 995), ("smtp.office365.com", 587)),
+        ({"cloud": "usgov"}, ("outlook.office365.us", 993), ("outlook.office365.us", 995), ("smtp.office365.us", 587)),
+        (
+            {"authority": "https://login.chinacloudapi.cn/contoso.partner.onmschina.cn"},
+            ("imap.partner.outlook.cn", 993),
+            ("pop3.partner.outlook.cn", 995),
+            ("smtp.partner.outlook.cn", 587),
+        ),
+        (
+            {"provider": "google", "client_secret": "not-secret-for-desktop-apps"},
+            ("imap.gmail.com", 993),
+            ("pop.gmail.com", 995),
+            ("smtp.gmail.com", 587),
+        ),
+        (
+            {
+                "provider": "generic",
+                "issuer": "https://id.example.org",
+                "scopes": "!",
+                "imap": "mail.example.org:1993",
+                "smtp": "mail.example.org:2587",
+            },
+            ("mail.example.org", 1993),
+            ("mail.example.org", 995),
+            ("mail.example.org", 2587),
+        ),
+    ],
+)
+def test_mpop_s_nail_and_imapfilter_take_their_hosts_from_the_catalog(
+    env: Env, keys: dict[str, str], imap: tuple[str, int], pop: tuple[str, int], smtp: tuple[str, int]
+) -> None:
+    scopes = keys.pop("scopes", None)
+    _add(env, "acct", **keys)
+    if scopes:  # a TOML list, which _add cannot write
+        env.write_config(env.config_path.read_text() + 'scopes = ["openid", "offline_access"]\n')
+    mpop = _config(env, "mpop", "acct")
+    assert f"\nhost {pop[0]}\nport {pop[1]}\n" in mpop and f"passwordeval {MAILTOKEN} token acct\n" in mpop
+    s_nail = _config(env, "s-nail", "acct")
+    assert f"@{imap[0]}:{imap[1]}\n" in s_nail and f"@{smtp[0]}:{smtp[1]}\n" in s_nail
+    assert f"  vput ! password {MAILTOKEN} token acct\n" in s_nail
+    lua = _config(env, "imapfilter", "acct")
+    assert f'    server = "{imap[0]}",\n    port = {imap[1]},\n' in lua
+    assert f'mailtoken_xoauth2("{MAILTOKEN} xoauth2 acct")' in lua
+
+
+def test_generated_mpop(mailstack: MailStack) -> None:
+    require("mpop")
+    from tests.servers.more_drivers import mpop_fetch
+
+    env, _ = _generated_user(mailstack, "mpop")
+    login, _ = mpop_fetch(mailstack, env, _block(env, "mpop"))
+    assert login.method == "XOAUTH2"
+
+
+def test_generated_s_nail(mailstack: MailStack) -> None:
+    require("s-nail")
+    from tests.servers.more_drivers import snail_list, snail_send
+
+    env, _ = _generated_user(mailstack, "s-nail")
+    block = _block(env, "s-nail")
+    assert snail_send(mailstack, env, block).method == "XOAUTH2"
+    assert snail_list(mailstack, env, block)[0].method == "XOAUTH2"
+
+
+def test_generated_imapfilter(mailstack: MailStack) -> None:
+    require("imapfilter")
+    from tests.servers.more_drivers import imapfilter_filter
+
+    env, _ = _generated_user(mailstack, "imapfilter")
+    assert imapfilter_filter(mailstack, env, _block(env, "imapfilter"))[0].method == "XOAUTH2"
+
+
+def test_a_helper_in_a_hostile_folder_is_reached_by_mbsync_and_aerc(mailstack: MailStack) -> None:
+    """mbsync and aerc cannot print what they parsed, so they log in with it: the helper's path holds a blank,
+    # ; quotes and $, which their syntaxes (mbsync's "\\"", go-ini's comments) must carry through."""
+    require("mbsync", "aerc", "tmux")
+    env, _ = _generated_user(mailstack, "hostile-folder")
+    folder = env.root / 'my bin #1; it\'s "x" $HOME'
+    folder.mkdir()
+    (folder / "mailtoken").symlink_to(MAILTOKEN)
+    blocks = {}
+    for client in ("mbsync", "aerc"):
+        result = subprocess.run(
+            [str(folder / "mailtoken"), "config", client, "work"], env=env.vars, capture_output=True, text=True
+        )
+        assert result.returncode == 0, result.stderr
+        blocks[client] = result.stdout
+    assert "PassCmd \"'" in blocks["mbsync"] and "source-cred-cmd = `'" in blocks["aerc"]
+    assert drivers.mbsync_sync(mailstack, env, blocks["mbsync"]).method == "XOAUTH2"
+    write_to = env.home / ".config" / "aerc" / "accounts.conf"
+    drivers.write(write_to, drivers.localize(blocks["aerc"], mailstack))
+    subject = mailstack.seed()
+    mark = mailstack.server.mark()
+    drivers.tui(env, ["aerc"], expect=subject)
+    assert mailstack.server.wait_login(mark, "imap", EMAIL, "XOAUTH2")

@@ -25,6 +25,9 @@ FORBIDDEN = (
     "http",
     "ssl",
     "logging",
+    # pip's console-script wrapper imports re before our code (1.6x `python -c pass` by itself): bin/mailtoken,
+    # the launcher installed instead, must not.
+    "re",
 )
 
 

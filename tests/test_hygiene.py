@@ -15,6 +15,7 @@ import base64
 import os
 import re
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -342,7 +343,6 @@ def test_a_file_the_user_cannot_read_is_named_with_the_reason(which: str) -> Non
     root reads any file, so as root the whole world is handed to nobody and mailtoken runs as nobody."""
     import json
     import shutil
-    import subprocess
     import tempfile
 
     from tests.conftest import MAILTOKEN

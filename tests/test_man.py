@@ -106,10 +106,11 @@ def test_every_config_key_is_documented() -> None:
 
 def test_man_pages_ship_with_the_package() -> None:
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    assert pyproject["tool"]["setuptools"]["data-files"] == {
-        "share/man/man1": ["man/mailtoken.1"],
-        "share/man/man5": ["man/mailtoken.toml.5"],
-    }
+    data_files = pyproject["tool"]["setuptools"]["data-files"]
+    assert (data_files["share/man/man1"], data_files["share/man/man5"]) == (
+        ["man/mailtoken.1"],
+        ["man/mailtoken.toml.5"],
+    )
     direct_url = importlib.metadata.distribution("mailtoken").read_text("direct_url.json")
     editable = bool(direct_url and json.loads(direct_url).get("dir_info", {}).get("editable"))
     if not editable:

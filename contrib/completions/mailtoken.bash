@@ -18,9 +18,9 @@ _mailtoken_accounts() {
 _mailtoken() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev=
     ((COMP_CWORD > 0)) && prev=${COMP_WORDS[COMP_CWORD - 1]}
-    local commands="token xoauth2 oauthbearer login refresh systemd logout add status config test"
+    local commands="token xoauth2 oauthbearer login refresh systemd logout add status config sendmail test man"
     # Options that take a value: the word after them is not a positional argument.
-    local valued=" --timeout --user --host --port --min-validity --email --client-id --tenant --authority --cloud --store --cafile "
+    local valued=" --timeout --user --host --port --min-validity --email --client-id --tenant --authority --cloud --store --cafile --queue -f -F "
     local cmd= word i
     local -i nargs=0 skip=0
     for ((i = 1; i < COMP_CWORD; i++)); do
@@ -41,6 +41,7 @@ _mailtoken() {
     --cloud) mapfile -t COMPREPLY < <(compgen -W "global usgov usgov-dod china" -- "$cur"); return ;;
     --tenant) mapfile -t COMPREPLY < <(compgen -W "common organizations consumers" -- "$cur"); return ;;
     --cafile) mapfile -t COMPREPLY < <(compgen -f -- "$cur"); return ;;
+    --queue) mapfile -t COMPREPLY < <(compgen -d -- "$cur"); return ;;
     --timeout | --user | --host | --port | --min-validity | --email | --client-id | --authority) return ;;
     esac
 
@@ -63,7 +64,9 @@ _mailtoken() {
     systemd) opts+=" --no-enable" ;;
     add) opts+=" --email --client-id --tenant --authority --cloud --store" ;;
     status) opts+=" --json" ;;
+    sendmail) opts+=" -t -i -f -F --timeout --queue --flush" ;;
     test) opts+=" --imap --pop --smtp --host --user --cafile --timeout" ;;
+    man) opts+=" --path" ;;
     esac
     if [[ $cur == -* ]]; then
         mapfile -t COMPREPLY < <(compgen -W "$opts" -- "$cur")
@@ -72,12 +75,13 @@ _mailtoken() {
 
     local words=
     case $cmd in
-    token | xoauth2 | oauthbearer | login | logout | test) ((nargs == 0)) && words=$(_mailtoken_accounts) ;;
+    token | xoauth2 | oauthbearer | login | logout | sendmail | test) ((nargs == 0)) && words=$(_mailtoken_accounts) ;;
     refresh | status) words=$(_mailtoken_accounts) ;;
     systemd) ((nargs == 0)) && words="install uninstall" ;;
+    man) ((nargs == 0)) && words="mailtoken mailtoken.toml" ;;
     config)
         if ((nargs == 0)); then
-            words="msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl"
+            words="msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl mpop s-nail imapfilter"
         elif ((nargs == 1)); then
             words=$(_mailtoken_accounts)
         fi

@@ -16,7 +16,7 @@ end
 
 # The command and its positional arguments typed so far (the values of options that take one are skipped).
 function __mailtoken_args
-    set -l valued --timeout --user --host --port --min-validity --email --client-id --tenant --authority --cloud --store --cafile
+    set -l valued --timeout --user --host --port --min-validity --email --client-id --tenant --authority --cloud --store --cafile --queue -f -F
     set -l skip 0
     for word in (commandline -opc)[2..-1]
         if test $skip -eq 1
@@ -45,7 +45,7 @@ function __mailtoken_at
     test (count $args) -ge 1; and test "$args[1]" = $argv[1]; and test (count $args) -eq (math $argv[2] + 1)
 end
 
-set -l commands token xoauth2 oauthbearer login refresh systemd logout add status config test
+set -l commands token xoauth2 oauthbearer login refresh systemd logout add status config sendmail test man
 
 complete -c mailtoken -f
 complete -c mailtoken -s h -l help -d 'show help'
@@ -62,16 +62,19 @@ complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a logout -
 complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a add -d 'add an account to the config'
 complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a status -d 'show accounts and token expiry'
 complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a config -d 'print a config block for a mail client'
+complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a sendmail -d 'send stdin with Microsoft Graph'
 complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a test -d 'sign in to the mail servers'
+complete -c mailtoken -n "not __fish_seen_subcommand_from $commands" -a man -d 'show a manual page of this installation'
 
 # Account names: once for the commands that take one, as often as wanted for those that take several.
-for cmd in token xoauth2 oauthbearer login logout test
+for cmd in token xoauth2 oauthbearer login logout sendmail test
     complete -c mailtoken -n "__mailtoken_at $cmd 0" -a '(__mailtoken_accounts)' -d account
 end
 complete -c mailtoken -n '__mailtoken_using refresh status' -a '(__mailtoken_accounts)' -d account
-complete -c mailtoken -n '__mailtoken_at config 0' -a 'msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl' -d client
+complete -c mailtoken -n '__mailtoken_at config 0' -a 'msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl mpop s-nail imapfilter' -d client
 complete -c mailtoken -n '__mailtoken_at config 1' -a '(__mailtoken_accounts)' -d account
 complete -c mailtoken -n '__mailtoken_at systemd 0' -a 'install uninstall'
+complete -c mailtoken -n '__mailtoken_at man 0' -a 'mailtoken mailtoken.toml' -d page
 
 complete -c mailtoken -n '__mailtoken_using token xoauth2 oauthbearer refresh test' -l timeout -x -d 'give up after this many seconds'
 complete -c mailtoken -n '__mailtoken_using xoauth2 oauthbearer test' -l user -x -d 'mailbox to authenticate as'
@@ -99,6 +102,15 @@ complete -c mailtoken -n '__mailtoken_using add' -l cloud -x -a 'global usgov us
 complete -c mailtoken -n '__mailtoken_using add' -l store -x -a 'auto keyring file' -d 'where to keep the grant'
 
 complete -c mailtoken -n '__mailtoken_using status' -l json -d 'machine-readable output'
+
+complete -c mailtoken -n '__mailtoken_using sendmail' -s t -d 'also send to the To, Cc and Bcc addresses'
+complete -c mailtoken -n '__mailtoken_using sendmail' -s i -d 'accepted (a lone dot never ends the message)'
+complete -c mailtoken -n '__mailtoken_using sendmail' -s f -x -d 'envelope sender'
+complete -c mailtoken -n '__mailtoken_using sendmail' -s F -x -d 'full name for a missing From'
+complete -c mailtoken -n '__mailtoken_using sendmail' -l timeout -x -d 'one deadline for the whole command'
+complete -c mailtoken -n '__mailtoken_using sendmail' -l queue -x -a '(__fish_complete_directories)' -d 'keep unsent messages here'
+complete -c mailtoken -n '__mailtoken_using sendmail' -l flush -d 'send the messages kept in --queue'
+complete -c mailtoken -n '__mailtoken_using man' -l path -d 'print the folder holding the pages (for MANPATH)'
 
 complete -c mailtoken -n '__mailtoken_using test' -l imap -d 'test IMAP (optionally =URL)'
 complete -c mailtoken -n '__mailtoken_using test' -l pop -d 'test POP (optionally =URL)'

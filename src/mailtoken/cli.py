@@ -295,6 +295,49 @@ def _run_test(ctx: Context, args: argparse.Namespace) -> Result:
     return setup.test(opts)
 
 
+# --- sendmail ----------------------------------------------------------------------------------------------
+
+
+def _add_sendmail(sub: Callable[..., argparse.ArgumentParser]) -> None:
+    """What --help and the man page show; the command reads its sendmail(8) flags itself (graph/message.py)."""
+    p = sub("sendmail", 'send the message on stdin with Microsoft Graph (a sendmail(8) for send = "graph")', None)
+    p.add_argument("account", nargs="?", help="account name from the config (not with --flush)")
+    p.add_argument(
+        "recipients", nargs="*", metavar="RECIPIENT", help="envelope recipients (with -t: added to the headers')"
+    )
+    p.add_argument("-t", action="store_true", help="also send to the To, Cc and Bcc headers' addresses")
+    p.add_argument(
+        "-i", action="store_true", help="accepted, like -oi: a line with a single dot never ends the message"
+    )
+    p.add_argument("-f", metavar="ADDR", help="envelope sender; the From address when the message has none")
+    p.add_argument("-F", metavar="NAME", help="full name for a From header the message lacks")
+    _timeout_option(p, f"one deadline for the whole command, retries included (default {DEFAULT_TIMEOUT:g})")
+    p.add_argument("--queue", metavar="DIR", help="keep a message that could not be sent now in DIR (then exit 0)")
+    p.add_argument("--flush", action="store_true", help="send the messages kept in --queue DIR")
+
+
+def _sendmail_argv(argv: list[str]) -> tuple[list[str], bool] | None:
+    """`[-v] sendmail ARGS...` without --help: ARGS for graph/sendmail.py, which parses sendmail's flags."""
+    at = next((i for i, a in enumerate(argv) if not a.startswith("-")), None)
+    if at is None or argv[at] != "sendmail" or not all(a in ("-v", "--verbose") for a in argv[:at]):
+        return None
+    if {"-h", "--help"} & set(argv[at + 1 :]):
+        return None
+    return argv[at + 1 :], at > 0
+
+
+def _add_man(sub: Callable[..., argparse.ArgumentParser]) -> None:
+    p = sub("man", "show a manual page of this installation, wherever its installer put it", _run_man)
+    p.add_argument("page", nargs="?", default="mailtoken", choices=("mailtoken", "mailtoken.toml"), help="which page")
+    p.add_argument("--path", action="store_true", help="print the folder holding the pages (for MANPATH)")
+
+
+def _run_man(ctx: Context, args: argparse.Namespace) -> Result:
+    from .commands import man
+
+    return man.run(args.page, path_only=args.path)
+
+
 # --- parser ------------------------------------------------------------------------------------------------
 
 
@@ -336,7 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_add(sub)
     _add_status(sub)
     _add_config(sub)
+    _add_sendmail(sub)
     _add_test(sub)
+    _add_man(sub)
     return parser
 
 
@@ -355,6 +400,11 @@ def main(argv: list[str]) -> int:
     from . import nodump
 
     nodump.forbid()  # before any secret is in memory
+    sendmail_args = _sendmail_argv(argv)
+    if sendmail_args is not None:
+        from .graph import sendmail
+
+        return sendmail.main(*sendmail_args)
     try:
         args, extra = build_parser().parse_known_args(argv)
         if extra:  # the verb's own help, not the top level's, says what it takes

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import address
 from .errors import ConfigError
 from .fast import locations
 
@@ -50,6 +51,10 @@ ACCOUNT_KEYS: dict[str, type] = {
     "imap": str,
     "pop": str,
     "smtp": str,
+    # Sending through Microsoft Graph instead of SMTP (graph/): "smtp" (default) or "graph".
+    "send": str,
+    "graph_url": str,
+    "graph_large": bool,
 }
 # Keys whose value may take more than one type: checked where they are parsed.
 _MULTI_TYPE_KEYS = ("client_secret_cmd",)
@@ -89,6 +94,9 @@ class Account:
     imap: str | None = None
     pop: str | None = None
     smtp: str | None = None
+    send: str = "smtp"  # or "graph": `mailtoken sendmail` submits with Microsoft Graph
+    graph_url: str | None = None  # the Graph API base URL; default: the cloud's, from the catalog
+    graph_large: bool = False  # messages over Graph's MIME limit go through a draft + upload (Mail.ReadWrite)
 
     def fingerprint(self) -> str:
         """A digest of the settings a token depends on: while it stays the same, an edit of the config file
@@ -119,6 +127,10 @@ FINGERPRINT_KEYS = (
     "authorization_endpoint",
     "token_endpoint",
     "device_authorization_endpoint",
+    # The Graph token's scopes depend on these (graph/scopes.py): Mail.Send.Shared, Mail.ReadWrite.
+    "send",
+    "shared",
+    "graph_large",
 )
 
 
@@ -278,11 +290,17 @@ def validate_account(
             raise ConfigError(
                 f"{_where(path, name, key)}: must be a {ACCOUNT_KEYS[key].__name__}, not {type(value).__name__}"
             )
+        if isinstance(value, bool):
+            continue
         for item in value if isinstance(value, list) else [value]:
             if not isinstance(item, str):
                 raise ConfigError(f"{_where(path, name, key)}: must be a list of strings")
-            if len(item) > MAX_VALUE_CHARS or any(ord(c) < 32 or ord(c) == 127 for c in item):
-                raise ConfigError(f"{_where(path, name, key)}: too long or holds control characters")
+            if len(item) > MAX_VALUE_CHARS:
+                raise ConfigError(f"{_where(path, name, key)}: longer than {MAX_VALUE_CHARS} characters")
+            bad = address.unsafe_char(item)
+            if bad:
+                # Named by code point, never echoed: a bidi override would reorder this very message.
+                raise ConfigError(f"{_where(path, name, key)}: holds {bad}, a control, bidi or invisible character")
     for key in REQUIRED_KEYS:
         if not table.get(key):
             raise ConfigError(f"{_where(path, name, key)}: missing (required)")
@@ -294,9 +312,9 @@ def validate_account(
         )
     spec = catalog[provider]
     email = table["email"]
-    local, at, domain = email.rpartition("@")
-    if not at or not local or "." not in domain or " " in email:
-        raise ConfigError(f"{_where(path, name, 'email')}: '{email}' is not an email address")
+    why = address.problem(email)
+    if why:
+        raise ConfigError(f"{_where(path, name, 'email')}: '{address.shown(email)}' is not an email address ({why})")
     store = table.get("store", "auto")
     if store not in STORES:
         raise ConfigError(

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 EX_OK = 0
 EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOUSER = 67
 EX_UNAVAILABLE = 69
 EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
@@ -17,7 +19,9 @@ EX_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 EXIT_CODES = {
     EX_OK: "success",
     EX_USAGE: "usage error (bad command line)",
-    EX_UNAVAILABLE: "secret store unavailable or locked",
+    EX_DATAERR: "sendmail: the message cannot be sent as it is (malformed, too large)",
+    EX_NOUSER: "sendmail: Graph refused the mailbox (sending as it, or a recipient)",
+    EX_UNAVAILABLE: "unavailable: the secret store (locked, no D-Bus), systemd's user manager, or the man pages",
     EX_SOFTWARE: "internal error (rerun with -v)",
     EX_TEMPFAIL: "temporary failure (network, identity platform 5xx, timeout, lock wait): retry later",
     EX_NOPERM: "sign-in required (no grant, revoked, expired, MFA or Conditional Access)",
@@ -55,6 +59,14 @@ class UsageError(MailtokenError):
     exit_code = EX_USAGE
 
 
+class DataError(MailtokenError):
+    exit_code = EX_DATAERR
+
+
+class NoSuchUser(MailtokenError):
+    exit_code = EX_NOUSER
+
+
 class StoreUnavailable(MailtokenError):
     exit_code = EX_UNAVAILABLE
 
@@ -73,6 +85,12 @@ class SignInRequired(MailtokenError):
 
 class ConfigError(MailtokenError):
     exit_code = EX_CONFIG
+
+
+class NotInstalled(MailtokenError):
+    """Something this installation should have (a man page, the man program) is missing: not a store problem."""
+
+    exit_code = EX_UNAVAILABLE
 
 
 class DeadlineExceeded(TemporaryFailure):

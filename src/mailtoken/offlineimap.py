@@ -35,7 +35,7 @@ def _cached(account: str) -> str | None:
     """The cached token if still fresh (what `mailtoken token` serves without any import beyond the stdlib)."""
     from mailtoken.fast import cached, locations
 
-    if not locations.xdg_supported() or not locations.valid_account_name(account):
+    if not locations.fast_supported() or not locations.valid_account_name(account):
         return None
     rec = cached.fresh_record(account)
     return None if rec is None else rec.token

@@ -3,6 +3,8 @@
 | file                              | what                                                   | written by       |
 |-----------------------------------|--------------------------------------------------------|------------------|
 | RECORDS/ACCOUNT                   | the cached access token (record.py's line format)      | tokens.py        |
+| RECORDS/ACCOUNT~graph.token      | the Graph access token, for `mailtoken sendmail`       | tokens.py        |
+| RECORDS/ACCOUNT~graph.send        | the account's sending settings for a cached send       | graph/sendmail.py|
 | RECORDS/ACCOUNT.wait              | Retry-After: no refresh before this moment             | tokens.py        |
 | STATE/grants/ACCOUNT.rescue.json  | a rotated grant its store refused, until it takes it   | tokens.py        |
 | STATE/accounts/ACCOUNT.json       | which store holds the grant, who signed in, when       | store/__init__   |
@@ -33,6 +35,19 @@ class AccountFiles:
     def record(self) -> str:
         return record.path_for(paths.record_dir(), self.account)
 
+    def resource_record(self, resource: str) -> str:
+        """The record of a second token from the same grant (graph/: "graph"). "~" is never in an account name."""
+        return record.path_for(paths.record_dir(), f"{self.account}~{resource}")
+
+    @property
+    def graph_record(self) -> str:
+        return self.resource_record("graph")
+
+    @property
+    def graph_settings(self) -> str:
+        """graph/sendmail.py's Target: the account's sending settings, beside the Graph record."""
+        return self.graph_record[: -len(".token")] + ".send"
+
     @property
     def wait(self) -> str:
         return os.path.join(paths.record_dir(), self.account + ".wait")
@@ -61,12 +76,15 @@ class AccountFiles:
     def lock(self) -> str:
         return (
             locations.lock_path(self.account)
-            if locations.xdg_supported()
+            if locations.fast_supported()
             else os.path.join(paths.locks_dir(), self.account + ".lock")
         )
 
     def all(self) -> dict[str, str]:
-        names = ("record", "wait", "rescue", "state", "rejected", "pending", "notice", "lock")
+        names = (
+            *("record", "graph_record", "graph_settings", "wait", "rescue"),
+            *("state", "rejected", "pending", "notice", "lock"),
+        )
         return {name: getattr(self, name) for name in names}
 
 
@@ -77,6 +95,7 @@ def files(account: str) -> AccountFiles:
 # What `logout` reports for the files worth naming; the others are bookkeeping.
 _SAID = {
     "record": "access-token record",
+    "graph_record": "Graph access-token record",
     "rescue": "rescued grant",
     "state": "account state",
     "pending": "pending sign-in",

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
+import stat
 import subprocess
 import sys
 
-from . import ui
-from .errors import EX_UNAVAILABLE, MailtokenError
+from . import quoting, ui
+from .errors import EX_UNAVAILABLE, ConfigError, MailtokenError
 
 SERVICE_NAME = "mailtoken-refresh.service"
 TIMER_NAME = "mailtoken-refresh.timer"
@@ -50,54 +52,114 @@ WantedBy=timers.target
 
 
 class SystemdUnavailable(MailtokenError):
+    """The systemd user manager cannot be reached (no user bus: SSH without a session, a container). Exit 69
+    as for a locked keyring: a service mailtoken needs is unavailable; the message says it is systemd's."""
+
     exit_code = EX_UNAVAILABLE
 
 
-def unit_dir() -> str:
+# Units are not secrets (0644, as systemd's own), but nobody else may change what they run.
+UNIT_MODE = 0o644
+# XDG base directory spec: a missing config home is created 0700; systemd's folders below it 0755.
+CONFIG_HOME_MODE = 0o700
+UNIT_DIR_MODE = 0o755
+
+
+def config_home() -> str:
     base = os.environ.get("XDG_CONFIG_HOME", "")
     if not base or not os.path.isabs(base):
         base = os.path.join(os.path.expanduser("~"), ".config")
-    return os.path.join(base, "systemd", "user")
+    return base
 
 
-def _quote(arg: str) -> str:
-    # systemd unit syntax: "%" starts a specifier, and a path with spaces needs quotes.
-    arg = arg.replace("%", "%%")
-    if any(c in arg for c in ' \t"\\'):
-        arg = '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return arg
+def unit_dir() -> str:
+    return os.path.join(config_home(), "systemd", "user")
+
+
+def _exec_path(path: str) -> str:
+    try:
+        return quoting.systemd_exec_path(path)
+    except ValueError as exc:
+        raise ConfigError(f"cannot write a unit that runs {path!r}: {exc}; install mailtoken elsewhere") from None
 
 
 def executable() -> str:
     """This installation's console script, so the timer runs the same mailtoken as the user."""
     beside = os.path.join(os.path.dirname(sys.executable), "mailtoken")
     if os.access(beside, os.X_OK):
-        return _quote(os.path.abspath(beside))
+        return _exec_path(os.path.abspath(beside))
     found = shutil.which("mailtoken")
     if found:
-        return _quote(os.path.abspath(found))
-    return f"{_quote(os.path.abspath(sys.executable))} -m mailtoken"
+        return _exec_path(os.path.abspath(found))
+    return f"{_exec_path(os.path.abspath(sys.executable))} -m mailtoken"
 
 
 def render(exec_start: str, config_override: str | None = None) -> dict[str, str]:
     environment = ""
     if config_override:
         # The timer does not see the shell's variables: keep the config this user chose.
-        environment = f"Environment={_quote('MAILTOKEN_CONFIG=' + config_override)}\n"
+        try:
+            environment = f"Environment={quoting.systemd_env('MAILTOKEN_CONFIG=' + config_override)}\n"
+        except ValueError as exc:
+            raise ConfigError(f"MAILTOKEN_CONFIG: {exc} (a systemd unit cannot hold it)") from None
     return {SERVICE_NAME: SERVICE.format(exec=exec_start, environment=environment), TIMER_NAME: TIMER}
+
+
+def _make_dirs(folder: str) -> None:
+    """Create the missing folders up to FOLDER with explicit modes (the umask does not count); refuse an
+    existing one that others may write to, since they could replace the units in it."""
+    missing = []
+    head = folder
+    while not os.path.isdir(head):
+        missing.append(head)
+        head = os.path.dirname(head)
+    for path in reversed(missing):
+        mode = CONFIG_HOME_MODE if path == config_home() else UNIT_DIR_MODE
+        os.mkdir(path, mode)
+        os.chmod(path, mode)  # mkdir's mode is masked by the umask; ours only, never a folder that was there
+    # A parent others can write to lets them swap the whole folder: check each one up from the config home.
+    path = folder
+    while True:
+        st = os.stat(path)
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_uid != os.getuid():
+            raise ConfigError(
+                f"{path} may be written by other users (mode {stat.S_IMODE(st.st_mode):04o}, uid {st.st_uid}): "
+                f"run 'chmod go-w {path}' (and check what is in it) first"
+            )
+        if path == config_home() or os.path.dirname(path) == path:
+            break
+        path = os.path.dirname(path)
+
+
+def _write_unit(path: str, text: str) -> None:
+    """Atomically, through a fresh file that cannot be a planted symlink or someone else's file."""
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), UNIT_MODE)
+    try:
+        os.fchmod(fd, UNIT_MODE)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fd = -1
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def install(enable: bool) -> list[str]:
     """Write the units and enable the timer; returns the paths written."""
     folder = unit_dir()
-    os.makedirs(folder, exist_ok=True)
+    units = render(executable(), os.environ.get("MAILTOKEN_CONFIG"))
+    _make_dirs(folder)
     written = []
-    for name, text in render(executable(), os.environ.get("MAILTOKEN_CONFIG")).items():
+    for name, text in units.items():
         path = os.path.join(folder, name)
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        _write_unit(path, text)
         written.append(path)
     ui.say(f"wrote {', '.join(written)}")
     if enable:

@@ -50,12 +50,14 @@ from .providers.base import Grant, RotatedGrant
 NET_TIMEOUT = 20.0
 
 
-def record_path(account: str) -> str:
-    return state.files(account).record
+def record_path(account: str, resource: str | None = None) -> str:
+    """The record of the account's mail token, or of its token for another `resource` ("graph"): a second
+    access token from the same grant."""
+    return state.files(account).record if resource is None else state.files(account).resource_record(resource)
 
 
-def read_record(account: str) -> record.Record | None:
-    path = record_path(account)
+def read_record(account: str, resource: str | None = None) -> record.Record | None:
+    path = record_path(account, resource)
     try:
         return record.read(path)
     except PermissionError as exc:
@@ -67,23 +69,33 @@ def read_record(account: str) -> record.Record | None:
 
 
 def get(
-    acct: Account, config_path: str, deadline: Deadline, *, min_validity: float = 0, serve_stale: bool = True
+    acct: Account,
+    config_path: str,
+    deadline: Deadline,
+    *,
+    min_validity: float = 0,
+    serve_stale: bool = True,
+    resource: str | None = None,
 ) -> record.Record:
     """A fresh token for the account: the record's, or one single-flight refresh.
 
     `min_validity` also refreshes a fresh token that expires within that many seconds (timers, the bridge);
     with `serve_stale` False a temporary failure is reported even while the old token is still usable. Safe to
-    call from a worker thread (the deadline then bounds the lock wait and each network exchange).
+    call from a worker thread (the deadline then bounds the lock wait and each network exchange). `resource`
+    names another resource's token from the same grant (the engine knows its scopes); its refresh takes the
+    same per-account lock, since it rotates the same refresh token.
     """
     try:
-        return _get(acct, config_path, deadline, min_validity, serve_stale)
+        return _get(acct, config_path, deadline, min_validity, serve_stale, resource)
     except MailtokenError as exc:
         if exc.account is None:  # a store's error names no account; the line on stderr must
             exc.account = acct.name
         raise
 
 
-def _current(rec: record.Record | None, acct: Account, stamp: str, min_validity: float) -> record.Record | None:
+def _current(
+    rec: record.Record | None, acct: Account, stamp: str, min_validity: float, resource: str | None = None
+) -> record.Record | None:
     """`rec` if it may be served now for the config as it is, re-stamped when only the file changed."""
     if rec is None:
         return None
@@ -96,25 +108,27 @@ def _current(rec: record.Record | None, acct: Account, stamp: str, min_validity:
         # The file changed but not this account: the token stands; the new stamp puts it back on the fast path.
         renewed = rec._replace(config=stamp)
         with contextlib.suppress(OSError):
-            record.write(record_path(acct.name), renewed)
+            record.write(record_path(acct.name, resource), renewed)
         ui.debug(f"{acct.name}: the config file changed but not this account's settings; token kept")
         return renewed
     return None
 
 
-def _get(acct: Account, config_path: str, deadline: Deadline, min_validity: float, serve_stale: bool) -> record.Record:
+def _get(
+    acct: Account, config_path: str, deadline: Deadline, min_validity: float, serve_stale: bool, resource: str | None
+) -> record.Record:
     stamp = record.config_stamp(config_path)
-    rec = _current(read_record(acct.name), acct, stamp, min_validity)
+    rec = _current(read_record(acct.name, resource), acct, stamp, min_validity, resource)
     if rec is not None:
         ui.debug(f"{acct.name}: cached access token valid until {time.ctime(rec.expires)}")
         return rec
     with lock.account_lock(acct.name, deadline.remaining()):
-        old = read_record(acct.name)
-        rec = _current(old, acct, stamp, min_validity)
+        old = read_record(acct.name, resource)
+        rec = _current(old, acct, stamp, min_validity, resource)
         if rec is not None:
             ui.debug(f"{acct.name}: another process refreshed the token while we waited")
             return rec
-        return _refresh(acct, old if serve_stale else None, stamp, deadline)
+        return _refresh(acct, old if serve_stale else None, stamp, deadline, resource)
 
 
 def _fingerprint(blob: str) -> str:
@@ -176,7 +190,9 @@ def _remember_wait(acct: Account, seconds: int) -> None:
         fsutil.atomic_write(state.files(acct.name).wait, json.dumps({"until": int(time.time()) + seconds}).encode())
 
 
-def _refresh(acct: Account, old: record.Record | None, stamp: str, deadline: Deadline) -> record.Record:
+def _refresh(
+    acct: Account, old: record.Record | None, stamp: str, deadline: Deadline, resource: str | None = None
+) -> record.Record:
     until = _waiting(acct)
     if until is not None:
         when = time.strftime("%H:%M:%S", time.localtime(until))
@@ -193,7 +209,8 @@ def _refresh(acct: Account, old: record.Record | None, stamp: str, deadline: Dea
     started = time.time()
     try:
         # From the moment the answer is in, the engine holds the deadline and signals (providers/base.py).
-        grant = engine.refresh(acct, blob, timeout=max(1.0, min(deadline.remaining(), NET_TIMEOUT)))
+        timeout = max(1.0, min(deadline.remaining(), NET_TIMEOUT))
+        grant = engine.refresh(acct, blob, timeout=timeout, **({"resource": resource} if resource else {}))
     except RotatedGrant as rotated:
         with critical():
             warning = save_grant(acct, store, rotated.blob) if store is not None else None
@@ -215,7 +232,7 @@ def _refresh(acct: Account, old: record.Record | None, stamp: str, deadline: Dea
     except BaseException:
         release()
         raise
-    rec, warning = commit(acct, store, grant, started, stamp)
+    rec, warning = commit(acct, store, grant, started, stamp, resource=resource)
     fsutil.remove(state.files(acct.name).wait)
     if warning:
         ui.say(f"{acct.name}: warning: {warning}")
@@ -230,6 +247,7 @@ def commit(
     obtained: float,
     stamp: str,
     remember: dict[str, object] | None = None,
+    resource: str | None = None,
 ) -> tuple[record.Record, str | None]:
     """Save the grant, (at a sign-in) the account state, then write the record: the one order every refresh
     and sign-in keeps, so a crash at any point leaves the newest grant on disk.
@@ -242,7 +260,7 @@ def commit(
         if remember is not None:
             stores.remember(acct.name, remember)
         rec = make_record(acct, grant.access_token, grant.expires_in, obtained, stamp)
-        record.write(record_path(acct.name), rec)
+        record.write(record_path(acct.name, resource), rec)
     return rec, warning
 
 

@@ -10,6 +10,10 @@ signatures), opaque access tokens, and ``deny()`` answering ``authorization_decl
 8628 says ``access_denied``). Device-code polls faster than the flow's ``interval`` get ``slow_down``.
 Served under the catalog's host (login.microsoftonline.com, through a resolver override in the client), it
 answers msal's instance discovery and names that host in its documents.
+
+Consent is kept per user and app, as at Entra: a refresh asking for a scope nobody consented to (a device
+code's or an authorize request's scopes, or ``admin_consent``) answers AADSTS65001 consent_required, and an
+authorize request may name several resources (extraScopesToConsent) while each token request names one.
 """
 
 from __future__ import annotations
@@ -223,6 +227,10 @@ class FakeEntra:
         self.response_delay: float = 0.0
         self.auto_approve: str | None = None
         self.missing_tenants: set[str] = set()  # discovery answers 400 AADSTS90002 for these
+        # Consent, as Entra keeps it per user and app (not in the refresh token): a refresh asking for a scope
+        # nobody consented to answers AADSTS65001. admin_consent holds scopes an admin granted for everyone.
+        self.admin_consent: set[str] = set()
+        self._consents: dict[tuple[str, str], set[str]] = {}
         # Confidential apps for client credentials: client_id -> secret, client_id -> certificate PEM.
         self.client_secrets: dict[str, str] = {}
         self.client_certificates: dict[str, bytes] = {}
@@ -569,7 +577,9 @@ class FakeEntra:
         scopes = q.get("scope", "").split()
         if q.get("response_type") != "code":
             return self._redirect(redirect_uri, mode, {"error": "unsupported_response_type", "state": state})
-        if len(scopes) == 0 or self._check_scopes(req, scopes):
+        # Several resources may be consented to at once (MSAL's extraScopesToConsent); the code's redemption
+        # must then name one (AADSTS28000 otherwise, see _grant_code).
+        if len(scopes) == 0:
             return self._redirect(redirect_uri, mode, {"error": "invalid_scope", "state": state})
         email = self.auto_approve
         if email is None and "fake_user" in q:
@@ -594,6 +604,7 @@ class FakeEntra:
                 self._user(email).email,
                 time.time() + 600,
             )
+        self._consent(self._user(email).email, client_id, scopes)  # the user consented on the sign-in page
         return self._redirect(redirect_uri, mode, {"code": code, "state": state, "session_state": str(uuid.uuid4())})
 
     def _redirect(self, uri: str, mode: str, params: dict[str, str | None]) -> Reply:
@@ -781,6 +792,7 @@ class FakeEntra:
                 return self._error(req, "authorization_pending", 70016)
             dc.redeemed = True
             email, scopes = dc.email, dc.scopes
+            self._consent(email, client_id, scopes)
         return self._issue(req, client_id, email, scopes)
 
     def _grant_refresh(self, req: Request, client_id: str) -> Reply:
@@ -806,6 +818,18 @@ class FakeEntra:
         # Entra refresh tokens are multi-resource: the request's scope wins; without one, the original.
         if not [s for s in requested if s not in RESERVED_SCOPES]:
             requested = rt.scopes + [s for s in requested if s not in rt.scopes]
+        missing = self._not_consented(rt.email, client_id, requested)
+        if missing:
+            with self._lock:
+                rt.spent = False  # Entra refuses the request; the refresh token stays as it was
+            return self._error(
+                req,
+                "invalid_grant",
+                65001,
+                f"The user or administrator has not consented to use the application with ID '{client_id}'. "
+                f"Send an interactive authorization request for this user and resource ({' '.join(missing)}).",
+                suberror="consent_required",
+            )
         return self._issue(req, client_id, rt.email, requested, rotate=True)
 
     def _grant_code(self, req: Request, client_id: str) -> Reply:
@@ -837,7 +861,21 @@ class FakeEntra:
                 if not verifier or not secrets.compare_digest(derived, ac.challenge):
                     return self._error(req, "invalid_grant", 501481)
             ac.used = True
-        return self._issue(req, client_id, ac.email, ac.scopes, nonce=ac.nonce)
+        scopes = f.get("scope", "").split() or ac.scopes
+        if bad := self._check_scopes(req, scopes):
+            return bad
+        if not set(scopes) - RESERVED_SCOPES <= set(ac.scopes):
+            return self._invalid(req, "scope", "It asks for more than the authorization request did.")
+        return self._issue(req, client_id, ac.email, scopes, nonce=ac.nonce)
+
+    def _consent(self, email: str, client_id: str, scopes: list[str]) -> None:
+        with self._lock:
+            self._consents.setdefault((email.lower(), client_id), set()).update(scopes)
+
+    def _not_consented(self, email: str, client_id: str, scopes: list[str]) -> list[str]:
+        with self._lock:
+            have = self._consents.get((email.lower(), client_id), set()) | self.admin_consent
+        return [s for s in scopes if s not in RESERVED_SCOPES and s not in have]
 
     def _issue(
         self,

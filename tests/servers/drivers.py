@@ -50,6 +50,10 @@ def localize(text: str, stack: MailStack) -> str:
         (r"(?m)^(host|Host|remotehost =|server =) (outlook|smtp)\.office365\.com$", rf"\1 {host}"),
         (r"(?m)^(Port|remoteport =|port =) 993$", rf"\1 {p.imaps}"),
         (r"(?m)^port 587$", f"port {p.submission}"),
+        (r"(?m)^port 995$", f"port {p.pop3s}"),
+        # Lua (imapfilter)
+        (r'(?m)^    server = "outlook\.office365\.com",$', f'    server = "{host}",'),
+        (r"(?m)^    port = 993,$", f"    port = {p.imaps},"),
         (r'(?m)^IMAP = \("outlook\.office365\.com", 993\)$', f'IMAP = ("{host}", {p.imaps})'),
         (r'(?m)^POP = \("outlook\.office365\.com", 995\)$', f'POP = ("{host}", {p.pop3s})'),
         (r'(?m)^SMTP = \("smtp\.office365\.com", 587\)$', f'SMTP = ("{host}", {p.submission})'),
@@ -151,7 +155,7 @@ def mutt_open(stack: MailStack, env: Env, binary: str, rc_text: str, *, pop: boo
     subject = stack.seed()
     args = _mutt_args(stack, binary, rc)
     if pop:
-        pop_host = re.search(r'(?m)^set pop_host = "([^"]+)"$', text)
+        pop_host = re.search(r"(?m)^set pop_host = '([^']+)'$", text)
         assert pop_host, "the config sets no pop_host"
         args += ["-f", pop_host.group(1)]
     mark = stack.server.mark()
@@ -356,6 +360,9 @@ CONTRIB_FILES = {
     "getmail6": "getmail/getmailrc",
     "aerc": "aerc/accounts.conf",
     "curl": "curl/mailtoken-curl.sh",
+    "mpop": "mpop/mpoprc",
+    "s-nail": "s-nail/mailrc",
+    "imapfilter": "imapfilter/config.lua",
 }
 
 

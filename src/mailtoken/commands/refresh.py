@@ -51,6 +51,8 @@ def refresh_account(acct: Account, config_path: str, min_validity: float, timeou
         with deadline.enforced(acct.name):
             # serve_stale=False: a timer must report a failed refresh, not fall back to the cached token.
             rec = tokens.get(acct, config_path, deadline, min_validity=min_validity, serve_stale=False)
+            if getattr(acct, "send", "smtp") == "graph":  # keep `mailtoken sendmail`'s token fresh too
+                tokens.get(acct, config_path, deadline, min_validity=min_validity, serve_stale=False, resource="graph")
     except Exception as exc:  # one broken account must not stop the others being refreshed
         return Outcome(acct.name, False, None, exc)
     return Outcome(acct.name, rec != before, rec.expires)

@@ -111,7 +111,7 @@ def _claim_or_wait(account: str, timeout: float) -> str:
 
 def serve(argv: list[str]) -> bool:
     """Print the answer and return True, or return False to let the full CLI handle the call."""
-    if not locations.xdg_supported():
+    if not locations.fast_supported():
         return False
     opts = _parse(argv)
     if opts is None:

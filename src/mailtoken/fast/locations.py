@@ -1,7 +1,9 @@
 """Where mailtoken keeps things, computed with the stdlib so the hot path can afford it.
 
-These few lines follow platformdirs' XDG rules (tests/test_locations.py proves they agree on this OS). On
-platforms without XDG folders (macOS, Windows) `xdg_supported()` is False and only `paths.py` (platformdirs) is used.
+These few lines follow platformdirs' rules for Linux/BSD (XDG) and macOS (XDG variables if set, else
+~/Library/Application Support; records in the per-user $TMPDIR); tests/test_locations.py proves they agree, with
+the platform injected through PLATFORM. Elsewhere (Windows) `fast_supported()` is False and only `paths.py`
+(platformdirs) is used.
 """
 
 from __future__ import annotations
@@ -10,10 +12,13 @@ import os
 import sys
 
 APP = "mailtoken"
+PLATFORM = sys.platform  # the tests inject "darwin" or "linux" here
+_MACOS_HOME = os.path.join("Library", "Application Support")
 
 
-def xdg_supported() -> bool:
-    return sys.platform not in ("win32", "darwin", "cygwin")
+def fast_supported() -> bool:
+    """The cached path runs here: these functions know the platform's folders."""
+    return PLATFORM not in ("win32", "cygwin")
 
 
 def _home_based(env_var: str, default: str) -> str:
@@ -27,16 +32,22 @@ def config_path() -> str:
     override = os.environ.get("MAILTOKEN_CONFIG")
     if override:
         return override
-    return os.path.join(_home_based("XDG_CONFIG_HOME", ".config"), APP, "config.toml")
+    default = _MACOS_HOME if PLATFORM == "darwin" else ".config"
+    return os.path.join(_home_based("XDG_CONFIG_HOME", default), APP, "config.toml")
 
 
 def state_dir() -> str:
-    return os.path.join(_home_based("XDG_STATE_HOME", os.path.join(".local", "state")), APP)
+    default = _MACOS_HOME if PLATFORM == "darwin" else os.path.join(".local", "state")
+    return os.path.join(_home_based("XDG_STATE_HOME", default), APP)
 
 
 def runtime_dir() -> str | None:
-    """$XDG_RUNTIME_DIR/mailtoken when that folder is usable as the XDG spec requires, else None."""
-    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    """$XDG_RUNTIME_DIR/mailtoken when that folder is usable as the XDG spec requires, else None.
+
+    macOS has no XDG_RUNTIME_DIR, but its $TMPDIR (/var/folders/…/T/) is the same thing: per user, 0700, and
+    cleaned by the system; the same check accepts it.
+    """
+    base = os.environ.get("TMPDIR" if PLATFORM == "darwin" else "XDG_RUNTIME_DIR", "")
     if not base or not os.path.isabs(base):
         return None
     try:
@@ -46,7 +57,7 @@ def runtime_dir() -> str | None:
     # Same acceptance rule as platformdirs: a real folder, ours, 0700.
     if not (st.st_mode & 0o170000 == 0o040000 and st.st_uid == os.getuid() and st.st_mode & 0o077 == 0):
         return None
-    return os.path.join(base, APP)
+    return os.path.join(base.rstrip("/") or "/", APP)
 
 
 def lock_path(account: str) -> str:

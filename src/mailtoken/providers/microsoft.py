@@ -18,9 +18,19 @@ from .base import ExitCondition, Flow, Grant, RotatedGrant, token_problem
 grantless = False
 
 
-def scopes_for(acct: Account) -> list[str]:
-    resource = providers.cloud(acct.provider, acct.cloud)["resource"]
-    return [f"{resource}/{scope}" for scope in providers.spec(acct.provider)["scopes"]]
+def scopes_for(acct: Account, resource: str | None = None) -> list[str]:
+    """The delegated scopes of one token request: the mail token's, or ("graph") the Graph token's."""
+    if resource == "graph":
+        from ..graph import scopes
+
+        return scopes.delegated(acct)
+    resource_url = providers.cloud(acct.provider, acct.cloud)["resource"]
+    return [f"{resource_url}/{scope}" for scope in providers.spec(acct.provider)["scopes"]]
+
+
+def _extra_consent(acct: Account) -> list[str]:
+    """Scopes of other resources this account's sign-in consents to (Graph's, for send = "graph")."""
+    return scopes_for(acct, "graph") if getattr(acct, "send", "smtp") == "graph" else []
 
 
 def _app(acct: Account, cache: Any, session: Any) -> Any:
@@ -48,7 +58,7 @@ def _with_refresh_token(blob: str, refresh_token: str) -> str:
     return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
-def refresh(acct: Account, blob: str, timeout: float) -> Grant:
+def refresh(acct: Account, blob: str, timeout: float, resource: str | None = None) -> Grant:
     import msal
 
     cache = msal.SerializableTokenCache()
@@ -71,7 +81,10 @@ def refresh(acct: Account, blob: str, timeout: float) -> Grant:
         # We decide when to refresh (record.refresh_at), so always ask msal for a new token here.
         result = entra.call(
             acct,
-            lambda: app.acquire_token_silent_with_error(scopes_for(acct), account=account, force_refresh=True),
+            # Entra's refresh tokens are multi-resource: the same grant yields the Graph token (if consented).
+            lambda: app.acquire_token_silent_with_error(
+                scopes_for(acct, resource), account=account, force_refresh=True
+            ),
             session,
         )
         return entra.grant(acct, result, lambda: _blob(cache), session, refreshing=True)
@@ -86,13 +99,15 @@ def refresh(acct: Account, blob: str, timeout: float) -> Grant:
         raise
 
 
-def start_device_flow(acct: Account, timeout: float) -> Flow:
+def start_device_flow(acct: Account, timeout: float, resource: str | None = None) -> Flow:
     import msal
 
     cache = msal.SerializableTokenCache()
     session = entra.session(acct, timeout)
     app = _app(acct, cache, session)
-    flow = entra.call(acct, lambda: app.initiate_device_flow(scopes=scopes_for(acct)), session)
+    # One resource per device code: Entra lets /devicecode consent to several, then refuses to redeem the code
+    # (AADSTS28000); graph/consent.py asks for a second code when the Graph scopes were never consented.
+    flow = entra.call(acct, lambda: app.initiate_device_flow(scopes=scopes_for(acct, resource)), session)
     if "user_code" not in flow:
         raise entra.with_wait(errors.from_answer(errors.ENTRA, flow, acct.name), session)
     return Flow(flow, (app, cache, session))
@@ -133,8 +148,11 @@ def start_auth_code_flow(acct: Account, redirect_uri: str, timeout: float, conse
         warnings.simplefilter("ignore", UserWarning)
         flow = entra.call(
             acct,
+            # The Graph scopes ride along for consent only (msal's extra_scopes_to_consent, which only its own
+            # acquire_token_interactive has): the authorize request may name several resources, the code's
+            # redemption names one (finish_auth_code_flow).
             lambda: app.initiate_auth_code_flow(
-                scopes_for(acct),
+                scopes_for(acct) + _extra_consent(acct),
                 redirect_uri=redirect_uri,
                 login_hint=acct.email,
                 **({"prompt": "consent"} if consent else {}),
@@ -151,5 +169,7 @@ def finish_auth_code_flow(acct: Account, flow: Flow, response: dict[str, str]) -
         )
     if "error" in response:
         raise errors.from_answer(errors.ENTRA, response, acct.name)
-    result = entra.call(acct, lambda: app.acquire_token_by_auth_code_flow(flow.info, response), session)
+    result = entra.call(
+        acct, lambda: app.acquire_token_by_auth_code_flow(flow.info, response, scopes=scopes_for(acct)), session
+    )
     return entra.grant(acct, result, lambda: _blob(cache), session)

@@ -19,12 +19,14 @@ from .base import ExitCondition, Flow, Grant
 grantless = True
 
 
-def scopes_for(acct: Account) -> list[str]:
+def scopes_for(acct: Account, resource: str | None = None) -> list[str]:
     cloud = providers.cloud(acct.provider, acct.cloud)
+    if resource == "graph":  # the Mail.Send application permission on Microsoft Graph
+        return [f"{cloud['graph']}/.default"]
     return [f"{cloud.get('app_resource', cloud['resource'])}/.default"]
 
 
-def acquire(acct: Account, timeout: float) -> Grant:
+def acquire(acct: Account, timeout: float, resource: str | None = None) -> Grant:
     import msal
 
     credential: Any = credentials.certificate(acct) if acct.certificate else credentials.client_secret(acct, timeout)
@@ -35,7 +37,7 @@ def acquire(acct: Account, timeout: float) -> Grant:
             acct.client_id, client_credential=credential, **entra.app_kwargs(acct, session)
         ),
     )
-    result = entra.call(acct, lambda: app.acquire_token_for_client(scopes=scopes_for(acct)), session)
+    result = entra.call(acct, lambda: app.acquire_token_for_client(scopes=scopes_for(acct, resource)), session)
     if not result or "error" in result:
         # refreshing=False: there is no grant to mark, the secret or the app is the problem
         raise entra.with_wait(errors.from_answer(errors.ENTRA, result or {"error": "no_answer"}, acct.name), session)
@@ -43,8 +45,8 @@ def acquire(acct: Account, timeout: float) -> Grant:
     return entra.grant(acct, result, lambda: "", session)
 
 
-def refresh(acct: Account, blob: str, timeout: float) -> Grant:
-    return acquire(acct, timeout)
+def refresh(acct: Account, blob: str, timeout: float, resource: str | None = None) -> Grant:
+    return acquire(acct, timeout, resource)
 
 
 def _no_sign_in(acct: Account) -> NoReturn:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from .. import address
 from ..errors import ConfigError
 from .base import url_problem
 
@@ -80,9 +81,10 @@ def validate(name: str, table: dict[str, Any], provider: str, catalog: dict[str,
             )
         out["scopes"] = tuple(scopes)
     if "shared" in table:
-        for address in table["shared"]:
-            if not _is_email(address):
-                raise ConfigError(f"{where('shared')}: '{address}' is not an email address")
+        for mailbox in table["shared"]:
+            why = address.problem(mailbox)
+            if why:
+                raise ConfigError(f"{where('shared')}: '{address.shown(mailbox)}' is not an email address ({why})")
         out["shared"] = tuple(table["shared"])
     if "redirect_uri" in table:
         uri = table["redirect_uri"]
@@ -95,6 +97,27 @@ def validate(name: str, table: dict[str, Any], provider: str, catalog: dict[str,
             if not match or not 0 < int(match.group(2)) < 65536:
                 raise ConfigError(f'{where(key)}: must be "host:port", like "mail.example.org:993"')
             out[key] = table[key]
+    out.update(_graph(table, flow, where))
+    return out
+
+
+def _graph(table: dict[str, Any], flow: str, where: Any) -> dict[str, Any]:
+    """send, graph_url, graph_large: sending through Microsoft Graph (graph/)."""
+    out: dict[str, Any] = {}
+    send = table.get("send", "smtp")
+    if send not in ("smtp", "graph"):
+        raise ConfigError(f'{where("send")}: must be "smtp" or "graph", not \'{send}\'')
+    out["send"] = send
+    if "graph_url" in table:
+        problem = url_problem(table["graph_url"])
+        if problem:
+            raise ConfigError(f"{where('graph_url')}: {problem}, not '{table['graph_url']}'")
+        out["graph_url"] = table["graph_url"].rstrip("/")
+    if "graph_large" in table:
+        out["graph_large"] = table["graph_large"]
+    for key in ("graph_url", "graph_large"):
+        if key in table and send != "graph":
+            raise ConfigError(f'{where(key)}: only used with send = "graph"')
     return out
 
 
@@ -121,8 +144,3 @@ def _argv(value: Any, where: str) -> tuple[str, ...]:
     if any("\0" in v for v in value):
         raise ConfigError(f"{where}: an argument holds a NUL character")
     return tuple(value)
-
-
-def _is_email(text: str) -> bool:
-    local, at, domain = text.rpartition("@")
-    return bool(at and local and "." in domain and " " not in text)

@@ -98,11 +98,11 @@ def pending_path(account: str) -> str:
     return state.files(account).pending
 
 
-def tell(acct: Account, url: str | None, user_code: str, then: str = "") -> None:
+def tell(acct: Account, url: str, user_code: str, then: str = "") -> None:
     """Where to sign in and with which code. The URL gets a line of its own: a terminal never wraps it mid-word
     and a double-click selects all of it."""
     ui.say(f"{acct.name}: to sign in as {acct.email}, open this page in a browser on any device:")
-    print(url or "(the identity platform named no page: see its documentation)", file=sys.stderr, flush=True)
+    print(url, file=sys.stderr, flush=True)
     ui.say(f"{acct.name}: and enter the code {user_code}{then}")
 
 
@@ -115,7 +115,7 @@ def start_detached(acct: Account) -> str:
     # The device code redeems the sign-in once the user approves it: private, like a grant.
     fsutil.atomic_write(pending_path(acct.name), json.dumps(saved).encode())
     left = max(0, int(float(flow.get("expires_at") or 0) - time.time())) // 60
-    tell(acct, url, flow["user_code"], f" (valid {left} min), then run 'mailtoken login {acct.name} --resume'")
+    tell(acct, str(url), flow["user_code"], f" (valid {left} min), then run 'mailtoken login {acct.name} --resume'")
     show(flow["user_code"], acct.copy_code)
     return f"{url} {flow['user_code']}"
 

@@ -24,9 +24,12 @@ def login(acct: Account, config_path: str, method: str, timeout: float | None = 
     """Sign in, store the grant and the first access token. Returns the username that signed in."""
     engine = providers.engine_for(acct)
     if engine.grantless:
+        from ..graph import consent
         from . import apponly
 
-        return apponly.login(acct, config_path)
+        who = apponly.login(acct, config_path)
+        consent.after_login(acct, config_path, "app")
+        return who
     if method == "default":
         method = _default_method(acct)
     # Check the store before asking a human to sign in: a grant we cannot keep is a wasted sign-in.
@@ -55,6 +58,9 @@ def login(acct: Account, config_path: str, method: str, timeout: float | None = 
     if warning:
         ui.say(f"{acct.name}: warning: {warning}")
     ui.say(f"{acct.name}: signed in as {grant.username or acct.email}; grant kept in {store.describe(acct.name)}")
+    from ..graph import consent
+
+    consent.after_login(acct, config_path, method, timeout)  # send = "graph": the Graph token too
     return grant.username
 
 
@@ -69,7 +75,7 @@ def _device(acct: Account, engine: Engine, net_timeout: float, timeout: float | 
     flow = engine.start_device_flow(acct, net_timeout)
     info = flow.info
     url = info.get("verification_uri") or info.get("verification_url")
-    device.tell(acct, url, info["user_code"])
+    device.tell(acct, str(url), info["user_code"])
     device.show(info["user_code"], acct.copy_code)
     return _wait(acct, info, timeout, lambda waiting: engine.finish_device_flow(acct, flow, waiting))
 

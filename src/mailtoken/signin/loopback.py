@@ -71,7 +71,7 @@ def _bind(host: str, port: int, account: str) -> list[socket.socket]:
     families = _FAMILIES.get(host, _FAMILIES["localhost"])
     for _attempt in range(PORT_TRIES if port == 0 else 1):
         bound: list[socket.socket] = []
-        address = families[0][1]
+        family, address = families[0]
         try:
             for family, address in families:  # noqa: B007 - the failing one is named below
                 chosen = bound[0].getsockname()[1] if bound else port
@@ -202,8 +202,7 @@ class Receiver:
 
     def _handle(self, conn: socket.socket, peer: Any) -> None:
         try:
-            # http.server's handlers take any object as their server; ours is this receiver.
-            _Handler(conn, peer, self)  # type: ignore[arg-type]
+            _Handler(conn, peer, self)  # type: ignore[arg-type]  # a server in all that the handler uses
         except Exception:  # noqa: S110 - one broken connection must not end the sign-in; the query holds the code
             pass
         finally:
@@ -235,8 +234,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     server: Receiver  # type: ignore[assignment]
 
     def setup(self) -> None:
+        self.timeout = self.server.connection_timeout()  # type: ignore[misc]  # per connection, by design
         super().setup()
-        self.connection.settimeout(self.server.connection_timeout())
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         parts = urllib.parse.urlsplit(self.path)
