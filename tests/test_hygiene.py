@@ -302,12 +302,14 @@ def _unlimited_cores() -> None:
 
 @pytest.mark.parametrize("when", ["refreshing", "signing in"])
 def test_a_crash_leaves_no_core_dump(signed_in: Env, fake: FakeEntra, tmp_path: Path, when: str) -> None:
-    """`ulimit -c unlimited` and a crash while the refresh token is in memory: no core file anywhere."""
+    """`ulimit -c unlimited` and a crash while the refresh token is in memory: no core file anywhere.
+
+    Where cores go to the working directory (core_pattern "core") the crash must leave none there; where they
+    are piped to a handler (apport, systemd-coredump) only the limit the process runs with can be checked."""
     import signal
 
     pattern = Path("/proc/sys/kernel/core_pattern").read_text().strip()
-    if pattern.startswith("|") or "/" in pattern:
-        (pytest.fail if IN_CI else pytest.skip)(f"core_pattern {pattern!r}: the test looks for cores in the CWD")
+    cores_land_here = not pattern.startswith("|") and "/" not in pattern
     cwd = tmp_path / "cwd"
     cwd.mkdir()
     if when == "refreshing":
@@ -323,6 +325,9 @@ def test_a_crash_leaves_no_core_dump(signed_in: Env, fake: FakeEntra, tmp_path: 
             time.sleep(0.05)
         assert fake.counts[counter] == 1, f"mailtoken never got to {when}"
         time.sleep(0.2)
+        limits = Path(f"/proc/{proc.pid}/limits").read_text()
+        core_limit = next(line for line in limits.splitlines() if line.startswith("Max core file size"))
+        assert core_limit.split()[4] == "0", f"while {when}: {core_limit}"
         proc.send_signal(signal.SIGSEGV)
         assert proc.wait(30) == -signal.SIGSEGV
     finally:
@@ -331,6 +336,8 @@ def test_a_crash_leaves_no_core_dump(signed_in: Env, fake: FakeEntra, tmp_path: 
         proc.communicate(timeout=10)
     cores = [p.name for p in cwd.iterdir()]
     assert not cores, f"a crash while {when} left {cores}"
+    if not cores_land_here:
+        print(f"core_pattern {pattern!r}: checked the core limit only")
 
 
 # --- issue 11, point 12: a file the user cannot read is named, with why -------------------------------------

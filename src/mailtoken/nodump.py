@@ -3,9 +3,9 @@
 A crash with `ulimit -c unlimited` used to leave a core file in the working directory holding the refresh token
 several times. The full CLI (every refresh and sign-in goes through it) calls `forbid()` first: RLIMIT_CORE 0
 stops a core file, and PR_SET_DUMPABLE 0 also stops one piped to a handler (systemd-coredump, apport: the
-kernel does not apply RLIMIT_CORE to a pipe) and keeps other processes of the user from attaching with
-ptrace. Programs mailtoken starts (the browser, notify_cmd) are dumpable again after exec: only the soft limit
-changes, so they may raise it.
+kernel does not apply RLIMIT_CORE to a pipe: fs/coredump.c, "core limits are irrelevant to pipes") and keeps
+other processes of the user from attaching with ptrace. Programs mailtoken starts (the browser, notify_cmd)
+are dumpable again after exec: only the soft limit changes, so they may raise it.
 
 The cached path does not call it: it holds only the access token it prints, and ctypes costs ~2 ms.
 """
