@@ -9,7 +9,7 @@ import time
 from ..commands import Result
 
 
-def add_arguments(p: argparse.ArgumentParser, parser_class: type) -> None:
+def add_arguments(p: argparse.ArgumentParser, parser_class: type[argparse.ArgumentParser]) -> None:
     sub = p.add_subparsers(dest="serve_action", metavar="ACTION", parser_class=parser_class)
     sub.required = False
     q = sub.add_parser("passwd", help="make a new local password for a device (printed once, stored hashed)")

@@ -8,9 +8,14 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import Account
 
 PROTOCOLS = ("smtp", "imap", "pop3")
 DEFAULT_PORTS = {"smtp": 1587, "imap": 1143, "pop3": 1110}
@@ -75,7 +80,7 @@ class Listener:
         return any(ip in net for net in self.allow)
 
 
-def _suggest(word: str, choices) -> str:
+def _suggest(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -111,7 +116,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def validate(tables: object, path: str, accounts: dict) -> tuple[Listener, ...]:
+def validate(tables: object, path: str, accounts: Mapping[str, Account]) -> tuple[Listener, ...]:
     """The `serve` value of a parsed config (a list of tables) as listeners; ConfigError naming what is wrong."""
     from ..config import parse_duration
 
@@ -238,7 +243,7 @@ def validate(tables: object, path: str, accounts: dict) -> tuple[Listener, ...]:
     return tuple(listeners)
 
 
-def upstream_of(listener: Listener, acct) -> tuple[str, int, str]:
+def upstream_of(listener: Listener, acct: Account) -> tuple[str, int, str]:
     """(host, port, tls) upstream: the listener's own, else the account's host for the protocol."""
     if listener.upstream is not None:
         host, port = split_hostport(listener.upstream, None)

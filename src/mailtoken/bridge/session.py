@@ -16,7 +16,7 @@ from .. import errors
 from ..config import Account
 from ..errors import ConfigError
 from . import auth
-from .events import Close, Login, Send, Splice, StartTLS
+from .events import ClientSide, Close, Event, Login, Send, Splice, StartTLS
 
 if TYPE_CHECKING:
     from .server import Bridge, ListenerState
@@ -35,7 +35,15 @@ def log(line: str) -> None:
 
 
 class Session:
-    def __init__(self, bridge: Bridge, state: ListenerState, tag: str, ip: str, reader, writer) -> None:
+    def __init__(
+        self,
+        bridge: Bridge,
+        state: ListenerState,
+        tag: str,
+        ip: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         self.bridge, self.state, self.tag, self.ip = bridge, state, tag, ip
         self.reader, self.writer = reader, writer
         self.upstream: auth.Upstream | None = None
@@ -55,16 +63,22 @@ class Session:
                 with contextlib.suppress(Exception):
                     w.close()
 
+    def _tls_context(self) -> ssl.SSLContext:
+        ctx = self.state.local_ctx
+        if ctx is None:  # server.py makes one for every listener whose local_tls is not "none"
+            raise ConfigError(f"{self.state.listener.name}: local TLS without a certificate")
+        return ctx
+
     async def run(self) -> None:
         lst = self.state.listener
         log(f"{self.tag}: connect")
         if lst.local_tls == "implicit":
             try:
-                await self.writer.start_tls(self.state.local_ctx, ssl_handshake_timeout=lst.idle_timeout)
+                await self.writer.start_tls(self._tls_context(), ssl_handshake_timeout=lst.idle_timeout)
             except (ssl.SSLError, OSError, asyncio.TimeoutError) as exc:
                 self.outcome = f"TLS handshake failed ({_reason(exc)})"
                 return
-        kwargs = {
+        kwargs: dict[str, object] = {
             "capabilities": self.state.capabilities,
             "tls_active": lst.local_tls == "implicit",
             "starttls_available": lst.local_tls == "starttls",
@@ -72,7 +86,7 @@ class Session:
         }
         if lst.protocol != "smtp" and lst.local_tls == "starttls":
             kwargs["require_tls"] = True  # no password in clear where TLS is on offer
-        machine = self.state.module.ClientSide(**kwargs)
+        machine = self.state.machines.client(**kwargs)
         events = list(machine.greeting())
         while True:
             while events:
@@ -82,7 +96,7 @@ class Session:
                 elif isinstance(event, StartTLS):
                     await self.writer.drain()
                     try:
-                        await self.writer.start_tls(self.state.local_ctx, ssl_handshake_timeout=lst.idle_timeout)
+                        await self.writer.start_tls(self._tls_context(), ssl_handshake_timeout=lst.idle_timeout)
                     except (ssl.SSLError, OSError, asyncio.TimeoutError) as exc:
                         self.outcome = f"STARTTLS failed ({_reason(exc)})"
                         return
@@ -123,18 +137,19 @@ class Session:
                 self.outcome = f"client connection broke before login ({_reason(exc)})"
                 return
             finally:
-                self.bridge.idle.discard(task)  # type: ignore[arg-type]
+                if task is not None:
+                    self.bridge.idle.discard(task)
             if not data:
                 self.outcome = "client left before login" if self.outcome == "before login" else self.outcome
                 return
             events = list(machine.receive(data))
 
-    async def _login(self, machine, event: Login) -> list:
+    async def _login(self, machine: ClientSide, event: Login) -> list[Event]:
         state, bridge = self.state, self.bridge
         host, port, mode = state.upstream
 
         async def connect(user: str, token: str) -> auth.Upstream:
-            up_machine = state.module.UpstreamSide(user=user, token=token, starttls=mode == "starttls")
+            up_machine = state.machines.upstream(user=user, token=token, starttls=mode == "starttls")
             return await auth.sign_in(host, port, mode == "implicit", up_machine, bridge.upstream_ctx)
 
         async def notify(acct: Account, message: str) -> None:
@@ -155,7 +170,7 @@ class Session:
             self.upstream = outcome.upstream
             if outcome.upstream.capabilities:
                 state.capabilities = outcome.upstream.capabilities
-        return list(machine.login_done(outcome.result, outcome.text))  # type: ignore[arg-type]
+        return list(machine.login_done(outcome.result, outcome.text))
 
     async def _splice(self, pending: bytes) -> None:
         up = self.upstream
