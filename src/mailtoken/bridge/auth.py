@@ -147,17 +147,10 @@ def login_names(acct: Account) -> dict[str, str]:
     return {a.lower(): a for a in (acct.email, *acct.shared)}
 
 
-async def login(
-    acct: Account,
-    user: str,
-    password: str,
-    source: str,
-    verifier: Verifier,
-    token_source: TokenSource,
-    connect: Callable[[str, str], Awaitable[Upstream]],
-    notify: Callable[[Account, str], None],
-) -> Outcome:
-    """Check the local password, get a token, sign in upstream. CONNECT(user, token) is a coroutine → Upstream."""
+async def check_password(
+    acct: Account, user: str, password: str, source: str, verifier: Verifier
+) -> tuple[str, str] | Outcome:
+    """(the address logged in as, the device) for a good local password; the failure's Outcome otherwise."""
     address = login_names(acct).get(user.lower())
     device: str | None = None
     try:
@@ -171,6 +164,24 @@ async def login(
         why = "not an address of the account" if address is None else "wrong password"
         return Outcome("bad_password", "", f"login {user!r} failed ({why}; next failure waits longer)")
     verifier.succeeded(source)
+    return address, device
+
+
+async def login(
+    acct: Account,
+    user: str,
+    password: str,
+    source: str,
+    verifier: Verifier,
+    token_source: TokenSource,
+    connect: Callable[[str, str], Awaitable[Upstream]],
+    notify: Callable[[Account, str], None],
+) -> Outcome:
+    """Check the local password, get a token, sign in upstream. CONNECT(user, token) is a coroutine → Upstream."""
+    checked = await check_password(acct, user, password, source, verifier)
+    if isinstance(checked, Outcome):
+        return checked
+    address, device = checked
     signin = f"sign-in required: run 'mailtoken login {acct.name}'"
     refused: str | None = None
     last = "the server refused the account's token"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,6 +26,7 @@ LOCAL_TLS = ("none", "starttls", "implicit")
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 DEFAULT_MAX_CONNECTIONS = 200
 DEFAULT_IDLE_TIMEOUT = 60
+GRAPH = "graph"  # upstream = "graph": the bridge takes the message and submits it with Microsoft Graph
 # Which account key (and catalog entry) names the upstream host for each protocol.
 _HOST_KEY = {"smtp": "smtp", "imap": "imap", "pop3": "pop"}
 
@@ -54,7 +55,7 @@ class Listener:
     host: str
     port: int
     account: str
-    upstream: str | None  # "host:port", or None: the account's host for this protocol (resolved at serve time)
+    upstream: str | None  # "host:port", "graph", or None: the account's host for the protocol (resolved at serve time)
     upstream_tls: str | None  # None: from the upstream port
     local_tls: str = "none"
     cert: str | None = None
@@ -163,7 +164,9 @@ def validate(tables: object, path: str, accounts: Mapping[str, Account]) -> tupl
             )
         upstream = table.get("upstream")
         upstream_port = None
-        if upstream is not None:
+        if upstream == GRAPH:
+            _check_graph(proto, table, accounts[account], where)
+        elif upstream is not None:
             try:
                 up_host, upstream_port = split_hostport(upstream, None)
             except ValueError as exc:
@@ -241,6 +244,26 @@ def validate(tables: object, path: str, accounts: Mapping[str, Account]) -> tupl
             )
         )
     return tuple(listeners)
+
+
+def _check_graph(proto: str, table: dict[str, object], acct: Account, where: Callable[[str], str]) -> None:
+    """upstream = "graph": an SMTP listener whose account sends with Microsoft Graph."""
+    from .. import providers
+
+    if proto != "smtp":
+        raise ConfigError(f'{where("upstream")}: "graph" takes mail to send, so it needs protocol = "smtp"')
+    if "upstream_tls" in table:
+        raise ConfigError(f'{where("upstream_tls")}: means nothing with upstream = "graph" (Graph is HTTPS): remove it')
+    if "graph_scopes" not in providers.spec(acct.provider):
+        raise ConfigError(
+            f'{where("upstream")}: "graph" needs a Microsoft account; [accounts.{acct.name}] is provider '
+            f"'{acct.provider}'"
+        )
+    if acct.send != "graph":
+        raise ConfigError(
+            f'{where("upstream")}: "graph" sends as [accounts.{acct.name}], which needs send = "graph" '
+            f"(then 'mailtoken login {acct.name}' asks for the Mail.Send permission)"
+        )
 
 
 def upstream_of(listener: Listener, acct: Account) -> tuple[str, int, str]:

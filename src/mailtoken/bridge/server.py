@@ -25,8 +25,8 @@ from typing import Any
 from .. import errors
 from ..config import Account, Config
 from ..errors import ConfigError, TemporaryFailure
-from . import auth, imap, pop3, smtp, tls
-from .config import Listener, upstream_of
+from . import auth, graph_session, imap, pop3, smtp, tls
+from .config import GRAPH, Listener, upstream_of
 from .events import ClientSide, UpstreamSide
 from .passwords import Verifier
 from .session import CHUNK, Session, log
@@ -84,6 +84,7 @@ class Bridge:
         self.cfg = cfg
         self.verifier = Verifier()
         self.tokens = auth.TokenSource(cfg.path)
+        self.graph_tokens = graph_session.GraphTokens(cfg.path)
         self.upstream_ctx = tls.upstream_context()
         self.states = [self._prepare(lst) for lst in cfg.serve]
         self.ids = itertools.count(1)
@@ -92,7 +93,8 @@ class Bridge:
 
     def _prepare(self, lst: Listener) -> ListenerState:
         acct = self.cfg.account(lst.account)
-        upstream = upstream_of(lst, acct)
+        graph = lst.upstream == GRAPH
+        upstream = ("Microsoft Graph", 443, "https") if graph else upstream_of(lst, acct)
         ctx = None
         if lst.local_tls != "none":
             cert, key = lst.cert, lst.key
@@ -105,7 +107,8 @@ class Bridge:
                     )
             ctx = tls.local_context(cert, key, f"{self.cfg.path}: [[serve]] #{lst.index} ({lst.protocol})")
         machines = MACHINES[lst.protocol]
-        return ListenerState(lst, acct, upstream, machines, ctx, list(machines.default_capabilities))
+        caps = graph_session.listener_capabilities(acct) if graph else list(machines.default_capabilities)
+        return ListenerState(lst, acct, upstream, machines, ctx, caps)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
@@ -124,10 +127,10 @@ class Bridge:
                 raise TemporaryFailure(f"{lst.name}: cannot listen ({exc.strerror or exc})") from None
             servers.append(server)
             host, port, mode = state.upstream
-            log(
-                f"{lst.name}: listening (account {lst.account}, upstream {host}:{port} {mode}, local TLS "
-                f"{lst.local_tls})"
-            )
+            where = host if lst.upstream == GRAPH else f"{host}:{port} {mode}"
+            log(f"{lst.name}: listening (account {lst.account}, upstream {where}, local TLS {lst.local_tls})")
+            if lst.upstream == GRAPH:
+                continue  # nothing to probe: the bridge takes the message itself
             if "probe_only" in inspect.signature(state.machines.upstream).parameters:
                 self._spawn(state, self._probe(state))
         devices = self.verifier.devices()  # a broken or unsafe password file stops the bridge here (69/78)

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING
 from .. import errors
 from ..config import Account
 from ..errors import ConfigError
-from . import auth
+from . import auth, graph_session
+from .config import GRAPH
 from .events import ClientSide, Close, Event, Login, Send, Splice, StartTLS
 
 if TYPE_CHECKING:
@@ -50,11 +51,16 @@ class Session:
         self.up_bytes = self.down_bytes = 0
         self.started = time.monotonic()
         self.outcome = "before login"
+        self.messages = 0  # submitted with Graph (upstream = "graph")
+
+    def note(self, text: str) -> None:
+        log(f"{self.tag}: {text}")
 
     def summary(self) -> str:
+        sent = f"{self.messages} message(s) sent with Graph; " if self.state.listener.upstream == GRAPH else ""
         return (
-            f"{self.outcome}; client->upstream {self.up_bytes} bytes, upstream->client {self.down_bytes} bytes, "
-            f"{time.monotonic() - self.started:.1f} s"
+            f"{self.outcome}; {sent}client->upstream {self.up_bytes} bytes, upstream->client {self.down_bytes} "
+            f"bytes, {time.monotonic() - self.started:.1f} s"
         )
 
     def close(self) -> None:
@@ -161,9 +167,14 @@ class Session:
         def fire(acct: Account, message: str) -> None:
             bridge._spawn(state, notify(acct, message))
 
-        outcome = await auth.login(
-            state.account, event.user, event.password, self.ip, bridge.verifier, bridge.tokens, connect, fire
-        )
+        if state.listener.upstream == GRAPH:
+            outcome = await graph_session.login(
+                state.account, event.user, event.password, self.ip, bridge.verifier, bridge.graph_tokens, fire
+            )
+        else:
+            outcome = await auth.login(
+                state.account, event.user, event.password, self.ip, bridge.verifier, bridge.tokens, connect, fire
+            )
         log(f"{self.tag}: {outcome.log}")
         self.outcome = "authenticated" if outcome.result == "ok" else f"login {outcome.result}"
         if outcome.upstream is not None:
@@ -173,6 +184,9 @@ class Session:
         return list(machine.login_done(outcome.result, outcome.text))
 
     async def _splice(self, pending: bytes) -> None:
+        if self.state.listener.upstream == GRAPH:
+            await graph_session.take_messages(self, pending)  # the bridge itself is the upstream
+            return
         up = self.upstream
         if up is None:  # a machine asked to splice without a login: a bug, never a relay without sign-in
             raise ConfigError("splice without an upstream")
