@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.conftest import EMAIL  # noqa: E402
 from tests.servers.bridge import BridgeProcess, ServeTable  # noqa: E402
-from tests.servers.stack import MailStack, make_stale  # noqa: E402
+from tests.servers.stack import MailStack  # noqa: E402
 
 RCPT = "bob@example.org"
 
@@ -102,7 +102,7 @@ def main() -> int:
             d, b = statistics.median(big_d), statistics.median(big_b)
             rows.append((f"{args.mbytes} MB submission (s, median of 3)", f"{d:.2f}", f"{b:.2f}", f"{d / b:.2f}x"))
         # A new bridge process and a due token: the first of the parallel logins must refresh, once for all.
-        make_stale(env)
+        env.age_record()
         stack.fake.reset_counts()
         with BridgeProcess(env, [table]) as bridge:
             failures: list[BaseException] = []

@@ -40,6 +40,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
     The suite drives the installed console script (as users get it: pip's install of the launcher and the man
     pages), so an editable install would test less; this keeps a real install and keeps it current."""
+    if hasattr(session.config, "workerinput"):
+        return  # an xdist worker: the controller has already checked (and reinstalled) before starting it
     import mailtoken
 
     installed = Path(mailtoken.__file__).parent

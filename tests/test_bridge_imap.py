@@ -22,7 +22,7 @@ from tests.conftest import EMAIL, Env, require
 from tests.servers import drivers
 from tests.servers.bridge import BridgeProcess, ServeTable
 from tests.servers.exchange import FakeExchange, Scenario
-from tests.servers.stack import MailStack, make_stale
+from tests.servers.stack import MailStack
 
 
 @pytest.fixture(scope="module")
@@ -251,7 +251,7 @@ def test_exchange_token_expiry_bye_reaches_the_client_and_its_reconnect_gets_a_f
     lifetime = 610  # the bridge keeps a token for new sessions while >= 600 s are left: 10 s here
     mailstack.fake.set(token_lifetime=lifetime)
     try:
-        make_stale(env)  # the bridge's first login refreshes: its token has `lifetime` seconds to live
+        env.age_record()  # the bridge's first login refreshes: its token has `lifetime` seconds to live
         exchange.scenario.imap = "expires"
         with _exchange_bridge(env, exchange) as bridge:
             password = bridge.password("exo-expires")

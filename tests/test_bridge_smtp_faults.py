@@ -16,7 +16,7 @@ from tests.conftest import EMAIL, Env
 from tests.servers import drivers
 from tests.servers.bridge import BridgeProcess, ServeTable
 from tests.servers.exchange import SMTP_535, FakeExchange, Scenario
-from tests.servers.stack import MailStack, make_stale
+from tests.servers.stack import MailStack
 
 RCPT = "bob@example.org"
 SHARED = "team@contoso.com"
@@ -69,7 +69,7 @@ def test_identity_platform_down_gets_454_and_the_next_try_works(mailstack: MailS
 def test_many_sessions_share_one_refresh_grant(mailstack: MailStack, user: Env) -> None:
     with BridgeProcess(user, [_dovecot(mailstack)]) as bridge:
         password = bridge.password("many")
-        make_stale(user)
+        user.age_record()
         mailstack.fake.reset_counts()
         subjects = [drivers.unique(f"many-{i}") for i in range(20)]
         failures: list[BaseException] = []
@@ -98,7 +98,7 @@ def test_new_sessions_get_a_fresh_token_while_old_ones_stay_open(mailstack: Mail
     try:
         with BridgeProcess(user, [_dovecot(mailstack)]) as bridge:
             password = bridge.password("expiring")
-            make_stale(user)
+            user.age_record()
             mailstack.fake.reset_counts()
             port = bridge.tables[0].port
             with smtplib.SMTP("127.0.0.1", port, "localhost", timeout=60) as old:
@@ -169,7 +169,7 @@ def test_revoked_grant_gets_the_sign_in_text_and_notify_cmd(mailstack: MailStack
     with BridgeProcess(user, [_dovecot(mailstack)]) as bridge:
         password = bridge.password("revoked")
         mailstack.fake.revoke(EMAIL)
-        make_stale(user)
+        user.age_record()
         code, text = _auth_plain(bridge.tables[0].port, EMAIL, password)
         assert code == 535 and "sign-in required: run 'mailtoken login work'" in text, text
         notice = user.home / "notice.txt"

@@ -10,13 +10,18 @@ from ..commands import Result
 
 
 def add_arguments(p: argparse.ArgumentParser, parser_class: type[argparse.ArgumentParser]) -> None:
-    sub = p.add_subparsers(dest="serve_action", metavar="ACTION", parser_class=parser_class)
+    sub = p.add_subparsers(
+        dest="serve_action",
+        metavar="ACTION",
+        parser_class=parser_class,
+        help="passwd, revoke or list a device's local password; none: run the bridge in the foreground",
+    )
     sub.required = False
     q = sub.add_parser("passwd", help="make a new local password for a device (printed once, stored hashed)")
     q.add_argument("name", help="the device, like printer or nas")
     q.add_argument("--account", required=True, help="the account whose mail the device may send or read")
     q = sub.add_parser("revoke", help="remove a device's local password")
-    q.add_argument("name")
+    q.add_argument("name", help="the device, as 'mailtoken serve list' shows it")
     sub.add_parser("list", help="list devices with a local password (never the password)")
 
 
