@@ -18,6 +18,7 @@ from mailtoken.bridge.events import Close, Send
 from mailtoken.errors import ConfigError
 from tests import graphenv
 from tests.conftest import EMAIL, Env, require
+from tests.fakes.entra import FakeEntra
 from tests.fakes.graph import FakeGraph
 from tests.graphenv import crlf
 from tests.servers import drivers
@@ -140,6 +141,21 @@ def test_a_wrong_password_on_the_graph_listener_gets_535_and_graph_hears_nothing
     ):
         smtp.login(EMAIL, "not-the-password")
     assert exc.value.smtp_code == 535 and graph.requests == []
+
+
+def test_a_revoked_grant_fails_the_auth_with_the_sign_in_text_before_any_message(
+    bridge: BridgeProcess, graph: FakeGraph, fake: FakeEntra
+) -> None:
+    password = bridge.password("printer")
+    fake.revoke(EMAIL)
+    (bridge.env.record_dir / "work~graph.token").unlink()  # no cached Graph token: the login must refresh
+    with smtplib.SMTP("127.0.0.1", bridge.tables[0].port, "localhost", timeout=60) as smtp:
+        smtp.ehlo()
+        smtp.user, smtp.password = EMAIL, password
+        with pytest.raises(smtplib.SMTPAuthenticationError) as exc:
+            smtp.auth("PLAIN", smtp.auth_plain)
+    assert exc.value.smtp_code == 535 and b"sign-in required: run 'mailtoken login work'" in exc.value.smtp_error
+    assert graph.requests == [] and password not in bridge.log()
 
 
 # -- config ---------------------------------------------------------------------------------------------------
