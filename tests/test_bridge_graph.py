@@ -11,6 +11,8 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailtoken import config
 from mailtoken.bridge import smtp_submit
@@ -212,3 +214,46 @@ def test_submit_machine_refuses_an_oversized_message_after_reading_it_and_stays_
     out = m.receive(b"x" * 200_000 + b"\r\n.\r\nNOOP\r\n")
     assert _sent(out).startswith(b"552 5.3.4") and _sent(out).endswith(b"250 2.0.0 OK\r\n")
     assert not any(isinstance(e, smtp_submit.Submit) for e in out)
+
+
+_verbs = st.sampled_from([b"EHLO x", b"MAIL FROM:<a@b.example>", b"RCPT TO:<c@d.example>", b"DATA", b".", b"RSET"])
+_noise = st.binary(max_size=300) | _verbs.map(lambda v: v + b"\r\n")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_noise, max_size=30), st.integers(0, 2000))
+def test_submit_machine_never_raises_on_any_input(chunks: list[bytes], max_size: int) -> None:
+    m = smtp_submit.SubmitSide(max_size=max_size)
+    for chunk in chunks:
+        for event in m.receive(chunk):
+            assert isinstance(event, (Send, Close, smtp_submit.Submit))
+            if isinstance(event, smtp_submit.Submit):
+                assert len(event.data) <= max_size and event.recipients
+                m.submitted(250, "2.0.0 ok")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000), st.lists(st.integers(1, 400), max_size=20))
+def test_submit_machine_gets_the_same_message_whatever_the_chunking(body: bytes, cuts: list[int]) -> None:
+    lines = body.replace(b"\r", b"").split(b"\n")
+    message = b"".join(line + b"\r\n" for line in lines)
+    stuffed = b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
+    wire = b"MAIL FROM:<>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n" + stuffed + b".\r\n"
+    m = smtp_submit.SubmitSide(max_size=10**6)
+    events: list[smtp_submit.SubmitEvent] = []
+    at = 0
+    for cut in cuts:
+        events += m.receive(wire[at : at + cut])
+        at += cut
+    events += m.receive(wire[at:])
+    [submit] = [e for e in events if isinstance(e, smtp_submit.Submit)]
+    assert submit.data == message
+
+
+def test_submit_machine_keeps_a_long_line_whole_when_a_chunk_ends_between_its_cr_and_lf() -> None:
+    m = smtp_submit.SubmitSide(max_size=10**6)
+    m.receive(b"MAIL FROM:<>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n")
+    long = b"x" * 100_000
+    assert m.receive(b"..dot\r\n" + long + b"\r") == []
+    [submit] = m.receive(b"\n..y\r\n.\r\n")
+    assert isinstance(submit, smtp_submit.Submit) and submit.data == b".dot\r\n" + long + b"\r\n.y\r\n"
