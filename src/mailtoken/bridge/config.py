@@ -268,6 +268,8 @@ def _check_graph(proto: str, table: dict[str, object], acct: Account, where: Cal
 
 def upstream_of(listener: Listener, acct: Account) -> tuple[str, int, str]:
     """(host, port, tls) upstream: the listener's own, else the account's host for the protocol."""
+    if listener.upstream == GRAPH:  # no mail server: the bridge submits with Graph itself (graph_session.py)
+        raise ValueError(f'{listener.name}: upstream = "graph" has no host and port')
     if listener.upstream is not None:
         host, port = split_hostport(listener.upstream, None)
     else:
