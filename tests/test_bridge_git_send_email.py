@@ -11,6 +11,8 @@ import subprocess
 import urllib.parse
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import EMAIL, require
 from tests.servers import drivers
 from tests.servers.bridge import BridgeProcess, ServeTable
@@ -19,28 +21,33 @@ from tests.servers.stack import MailStack
 TO, CC = "bob@example.org", "carol@example.org"
 
 
+@pytest.mark.parametrize("local_tls", ["none", "starttls"])
 def test_git_send_email_series_with_cc_through_the_bridge_signs_in_upstream_with_xoauth2(
-    mailstack: MailStack, tmp_path: Path
+    mailstack: MailStack, tmp_path: Path, local_tls: str
 ) -> None:
     require("git", "/usr/lib/git-core/git-send-email")
     sasl = subprocess.run(["perl", "-MAuthen::SASL", "-e", "1"], capture_output=True, text=True)
     assert sasl.returncode == 0, f"git send-email's AUTH needs Authen::SASL (libauthen-sasl-perl): {sasl.stderr}"
     user = mailstack.user("bridge-git")
-    table = ServeTable("smtp", upstream=f"127.0.0.1:{mailstack.server.ports.submission}", upstream_tls="starttls")
+    upstream = f"127.0.0.1:{mailstack.server.ports.submission}"
+    table = ServeTable("smtp", upstream=upstream, upstream_tls="starttls", local_tls=local_tls)
     with BridgeProcess(user, [table]) as bridge:
-        password = bridge.password("git")
+        password = bridge.password(f"git-{local_tls}")
+        cert = user.state_dir / "serve" / "cert.pem"
         # The password goes to git's credential store (a 0600 file), never on a command line.
         credentials = drivers.write(
             tmp_path / "git-credentials",
             f"smtp://{urllib.parse.quote(EMAIL, safe='')}:{urllib.parse.quote(password, safe='')}"
             f"@127.0.0.1:{table.port}\n",
         )
+        # git's smtpEncryption "tls" is STARTTLS, verified here against the bridge's generated certificate.
+        tls = f"\tsmtpEncryption = tls\n\tsmtpSSLCertPath = {cert}\n" if local_tls == "starttls" else ""
         gitconfig = drivers.write(
             tmp_path / "gitconfig",
-            "[user]\n\tname = Alice\n\temail = " + EMAIL + "\n"
-            "[sendemail]\n\tsmtpServer = 127.0.0.1\n\tsmtpServerPort = " + str(table.port) + "\n"
-            "\tsmtpUser = " + EMAIL + "\n\tsmtpAuth = PLAIN\n"
-            "[credential]\n\thelper = store --file=" + str(credentials) + "\n",
+            f"[user]\n\tname = Alice\n\temail = {EMAIL}\n"
+            f"[sendemail]\n\tsmtpServer = 127.0.0.1\n\tsmtpServerPort = {table.port}\n"
+            f"\tsmtpUser = {EMAIL}\n\tsmtpAuth = PLAIN\n{tls}"
+            f"[credential]\n\thelper = store --file={credentials}\n",
         )
         git_env = {"GIT_CONFIG_GLOBAL": str(gitconfig), "GIT_CONFIG_NOSYSTEM": "1"}
         repo = tmp_path / "repo"
@@ -52,7 +59,7 @@ def test_git_send_email_series_with_cc_through_the_bridge_signs_in_upstream_with
             return run.stdout
 
         git("init", "-q")
-        tag = drivers.unique("git")
+        tag = drivers.unique(f"git-{local_tls}")
         for n in (1, 2):
             (repo / f"f{n}.txt").write_text(f"change {n}\n")
             git("add", ".")
