@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import smtplib
 import subprocess
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -158,6 +159,20 @@ def test_a_revoked_grant_fails_the_auth_with_the_sign_in_text_before_any_message
             smtp.auth("PLAIN", smtp.auth_plain)
     assert exc.value.smtp_code == 535 and b"sign-in required: run 'mailtoken login work'" in exc.value.smtp_error
     assert graph.requests == [] and password not in bridge.log()
+
+
+def test_sigterm_ends_an_idle_authenticated_graph_session_with_421_and_exits_0(
+    bridge: BridgeProcess, graph: FakeGraph
+) -> None:
+    password = bridge.password("printer")
+    smtp = smtplib.SMTP("127.0.0.1", bridge.tables[0].port, "localhost", timeout=30)
+    smtp.login(EMAIL, password)
+    started = time.monotonic()
+    assert bridge.stop() == 0
+    assert time.monotonic() - started < 5  # not the 10 s drain: nothing was in flight
+    code, text = smtp.getreply()
+    assert code == 421 and b"shutting down" in text
+    assert "closed by shutdown" in bridge.log()
 
 
 # -- config ---------------------------------------------------------------------------------------------------
