@@ -9,11 +9,14 @@ import difflib
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import address
 from .errors import ConfigError
 from .fast import locations
+
+if TYPE_CHECKING:
+    from .bridge.config import Listener
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -145,7 +148,7 @@ class Config:
         """Every account in the file, usable or broken, sorted."""
         return sorted({*self.accounts, *self.broken})
 
-    serve: tuple = ()  # bridge.config.Listener, one per [[serve]] table
+    serve: tuple[Listener, ...] = ()  # one per [[serve]] table
 
     def account(self, name: str) -> Account:
         if name in self.accounts:
@@ -211,7 +214,7 @@ def parse(text: str, path: str, *, isolate: bool = False) -> Config:
                 raise
             # One account's mistake must not stop the others' mail: only its own calls fail.
             broken[name] = exc
-    serve = ()
+    serve: tuple[Listener, ...] = ()
     if "serve" in data:
         from .bridge import config as bridge_config
 

@@ -10,13 +10,18 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .. import errors
 from ..config import Account
 from ..errors import MailtokenError, SignInRequired
-from .events import Authenticated, Failed, Send, StartTLS
+from .events import Authenticated, Failed, LoginResult, Send, StartTLS, UpstreamSide
+
+if TYPE_CHECKING:
+    from ..fast.record import Record
+    from .passwords import Verifier
 
 MIN_VALIDITY = 600
 TOKEN_TIMEOUT = 30.0
@@ -29,10 +34,10 @@ class TokenSource:
     def __init__(self, config_path: str) -> None:
         self.config_path = config_path
         self._locks: dict[str, asyncio.Lock] = {}
-        self._cache: dict[str, object] = {}
+        self._cache: dict[str, Record] = {}
         self._forced: dict[str, float] = {}
 
-    async def get(self, acct: Account, *, refused: str | None = None):
+    async def get(self, acct: Account, *, refused: str | None = None) -> Record:
         """A record with >= MIN_VALIDITY left; with REFUSED (a token the upstream turned down) a newer one."""
         from .. import tokens
         from ..deadline import Deadline
@@ -40,11 +45,10 @@ class TokenSource:
         lock = self._locks.setdefault(acct.name, asyncio.Lock())
         async with lock:
             rec = self._cache.get(acct.name)
-            fresh = rec is not None and rec.expires - time.time() >= MIN_VALIDITY  # type: ignore[attr-defined]
-            if fresh and (refused is None or rec.token != refused):  # type: ignore[attr-defined]
+            if rec is not None and rec.expires - time.time() >= MIN_VALIDITY and rec.token != refused:
                 return rec
             min_validity: float = MIN_VALIDITY
-            if refused is not None and rec is not None and rec.token == refused:  # type: ignore[attr-defined]
+            if refused is not None and rec is not None and rec.token == refused:
                 if time.monotonic() - self._forced.get(acct.name, -FORCE_INTERVAL) < FORCE_INTERVAL:
                     return rec
                 self._forced[acct.name] = time.monotonic()
@@ -65,7 +69,7 @@ class Upstream:
 
 @dataclass
 class Outcome:
-    result: str  # ok | bad_password | signin_required | temporary
+    result: LoginResult
     text: str  # for the client
     log: str  # for stderr
     upstream: Upstream | None = None
@@ -78,7 +82,12 @@ class UpstreamFailed(Exception):
 
 
 async def sign_in(
-    host: str, port: int, implicit: bool, machine, ctx: ssl.SSLContext, timeout: float = UPSTREAM_TIMEOUT
+    host: str,
+    port: int,
+    implicit: bool,
+    machine: UpstreamSide,
+    ctx: ssl.SSLContext,
+    timeout: float = UPSTREAM_TIMEOUT,
 ) -> Upstream:
     """Connect and run an UpstreamSide machine to Authenticated; UpstreamFailed otherwise."""
     try:
@@ -87,7 +96,7 @@ async def sign_in(
         raise UpstreamFailed("temporary", f"upstream {host}:{port} did not answer within {timeout:g} s") from None
 
 
-async def _sign_in(host: str, port: int, implicit: bool, machine, ctx: ssl.SSLContext) -> Upstream:
+async def _sign_in(host: str, port: int, implicit: bool, machine: UpstreamSide, ctx: ssl.SSLContext) -> Upstream:
     where = f"{host}:{port}"
     try:
         reader, writer = await asyncio.open_connection(
@@ -138,28 +147,41 @@ def login_names(acct: Account) -> dict[str, str]:
     return {a.lower(): a for a in (acct.email, *acct.shared)}
 
 
-async def login(
-    acct: Account,
-    user: str,
-    password: str,
-    source: str,
-    verifier,
-    token_source: TokenSource,
-    connect: Callable[[str, str], object],
-    notify: Callable[[Account, str], None],
-) -> Outcome:
-    """Check the local password, get a token, sign in upstream. CONNECT(user, token) is a coroutine → Upstream."""
+async def check_password(
+    acct: Account, user: str, password: str, source: str, verifier: Verifier
+) -> tuple[str, str] | Outcome:
+    """(the address logged in as, the device) for a good local password; the failure's Outcome otherwise."""
     address = login_names(acct).get(user.lower())
+    device: str | None = None
     try:
-        device = await verifier.check(acct.name, password) if address is not None else None
+        if address is not None:
+            device = await verifier.check(acct.name, password)
     except MailtokenError as exc:  # the password file became unreadable or unsafe: say so, keep serving
         return Outcome("temporary", "the bridge cannot check passwords now", errors.one_line(exc.message))
-    if device is None:
+    if address is None or device is None:
         delay = verifier.failed(source)
         await asyncio.sleep(delay)
         why = "not an address of the account" if address is None else "wrong password"
         return Outcome("bad_password", "", f"login {user!r} failed ({why}; next failure waits longer)")
     verifier.succeeded(source)
+    return address, device
+
+
+async def login(
+    acct: Account,
+    user: str,
+    password: str,
+    source: str,
+    verifier: Verifier,
+    token_source: TokenSource,
+    connect: Callable[[str, str], Awaitable[Upstream]],
+    notify: Callable[[Account, str], None],
+) -> Outcome:
+    """Check the local password, get a token, sign in upstream. CONNECT(user, token) is a coroutine → Upstream."""
+    checked = await check_password(acct, user, password, source, verifier)
+    if isinstance(checked, Outcome):
+        return checked
+    address, device = checked
     signin = f"sign-in required: run 'mailtoken login {acct.name}'"
     refused: str | None = None
     last = "the server refused the account's token"
@@ -183,9 +205,8 @@ async def login(
                     refused = rec.token  # revoked early, or expired there: one more try with a new token
                     continue
                 break
-            kind = "temporary"
             advice = f"; run 'mailtoken test {acct.name}' to see why" if exc.kind == "protocol" else ""
-            return Outcome(kind, exc.text, f"login {address} (device {device}): {exc.text}{advice}")
+            return Outcome("temporary", exc.text, f"login {address} (device {device}): {exc.text}{advice}")
         return Outcome("ok", "", f"login {address} (device {device}) ok, upstream signed in", up)
     return Outcome(
         "bad_password", last, f"login {address} (device {device}): {last}; run 'mailtoken test {acct.name}' to see why"

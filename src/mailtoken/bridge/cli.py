@@ -9,7 +9,7 @@ import time
 from ..commands import Result
 
 
-def add_arguments(p: argparse.ArgumentParser, parser_class: type) -> None:
+def add_arguments(p: argparse.ArgumentParser, parser_class: type[argparse.ArgumentParser]) -> None:
     sub = p.add_subparsers(
         dest="serve_action",
         metavar="ACTION",

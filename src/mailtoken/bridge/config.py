@@ -8,9 +8,14 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..config import Account
 
 PROTOCOLS = ("smtp", "imap", "pop3")
 DEFAULT_PORTS = {"smtp": 1587, "imap": 1143, "pop3": 1110}
@@ -21,6 +26,7 @@ LOCAL_TLS = ("none", "starttls", "implicit")
 DEFAULT_ALLOW = ("127.0.0.0/8", "::1/128")
 DEFAULT_MAX_CONNECTIONS = 200
 DEFAULT_IDLE_TIMEOUT = 60
+GRAPH = "graph"  # upstream = "graph": the bridge takes the message and submits it with Microsoft Graph
 # Which account key (and catalog entry) names the upstream host for each protocol.
 _HOST_KEY = {"smtp": "smtp", "imap": "imap", "pop3": "pop"}
 
@@ -49,7 +55,7 @@ class Listener:
     host: str
     port: int
     account: str
-    upstream: str | None  # "host:port", or None: the account's host for this protocol (resolved at serve time)
+    upstream: str | None  # "host:port", "graph", or None: the account's host for the protocol (resolved at serve time)
     upstream_tls: str | None  # None: from the upstream port
     local_tls: str = "none"
     cert: str | None = None
@@ -75,7 +81,7 @@ class Listener:
         return any(ip in net for net in self.allow)
 
 
-def _suggest(word: str, choices) -> str:
+def _suggest(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
 
@@ -111,7 +117,7 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def validate(tables: object, path: str, accounts: dict) -> tuple[Listener, ...]:
+def validate(tables: object, path: str, accounts: Mapping[str, Account]) -> tuple[Listener, ...]:
     """The `serve` value of a parsed config (a list of tables) as listeners; ConfigError naming what is wrong."""
     from ..config import parse_duration
 
@@ -158,7 +164,9 @@ def validate(tables: object, path: str, accounts: dict) -> tuple[Listener, ...]:
             )
         upstream = table.get("upstream")
         upstream_port = None
-        if upstream is not None:
+        if upstream == GRAPH:
+            _check_graph(proto, table, accounts[account], where)
+        elif upstream is not None:
             try:
                 up_host, upstream_port = split_hostport(upstream, None)
             except ValueError as exc:
@@ -238,8 +246,30 @@ def validate(tables: object, path: str, accounts: dict) -> tuple[Listener, ...]:
     return tuple(listeners)
 
 
-def upstream_of(listener: Listener, acct) -> tuple[str, int, str]:
+def _check_graph(proto: str, table: dict[str, object], acct: Account, where: Callable[[str], str]) -> None:
+    """upstream = "graph": an SMTP listener whose account sends with Microsoft Graph."""
+    from .. import providers
+
+    if proto != "smtp":
+        raise ConfigError(f'{where("upstream")}: "graph" takes mail to send, so it needs protocol = "smtp"')
+    if "upstream_tls" in table:
+        raise ConfigError(f'{where("upstream_tls")}: means nothing with upstream = "graph" (Graph is HTTPS): remove it')
+    if "graph_scopes" not in providers.spec(acct.provider):
+        raise ConfigError(
+            f'{where("upstream")}: "graph" needs a Microsoft account; [accounts.{acct.name}] is provider '
+            f"'{acct.provider}'"
+        )
+    if acct.send != "graph":
+        raise ConfigError(
+            f'{where("upstream")}: "graph" sends as [accounts.{acct.name}], which needs send = "graph" '
+            f"(then 'mailtoken login {acct.name}' asks for the Mail.Send permission)"
+        )
+
+
+def upstream_of(listener: Listener, acct: Account) -> tuple[str, int, str]:
     """(host, port, tls) upstream: the listener's own, else the account's host for the protocol."""
+    if listener.upstream == GRAPH:  # no mail server: the bridge submits with Graph itself (graph_session.py)
+        raise ValueError(f'{listener.name}: upstream = "graph" has no host and port')
     if listener.upstream is not None:
         host, port = split_hostport(listener.upstream, None)
     else:

@@ -71,11 +71,14 @@ class Authenticated:
     pending: bytes = b""
 
 
+FailKind = Literal["auth", "temporary", "protocol"]
+
+
 @dataclass(frozen=True)
 class Failed:
     """Upstream refused or broke; kind decides the client's reply."""
 
-    kind: Literal["auth", "temporary", "protocol"]
+    kind: FailKind
     text: str  # safe to log and to show the client (never a token)
 
 
@@ -88,4 +91,6 @@ class UpstreamSide(Protocol):
     def receive(self, data: bytes) -> list[UpstreamEvent]: ...
 
     # constructor: (*, user: str, token: str, starttls: bool) ; first events come from receive(greeting bytes)
-    capabilities: object  # what the server advertised after TLS, for the client side's CAPABILITY/CAPA/EHLO
+    @property
+    def capabilities(self) -> object:  # what the server advertised after TLS, for the client's CAPABILITY/CAPA/EHLO
+        ...

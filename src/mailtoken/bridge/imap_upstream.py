@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import re
 
-from mailtoken.bridge.events import Authenticated, Failed, Send, StartTLS, UpstreamEvent
+from mailtoken.bridge.events import Authenticated, Failed, FailKind, Send, StartTLS, UpstreamEvent
 from mailtoken.bridge.plain import clean as _clean
 from mailtoken.bridge.plain import decode_b64
 
@@ -22,7 +22,7 @@ _CAP_CODE = re.compile(r"\[CAPABILITY ([^\]]*)\]", re.I)
 _CODE = re.compile(r"^\[([A-Z-]+)[^\]]*\]\s*", re.I)
 
 
-def _code_kind(text: str) -> str:
+def _code_kind(text: str) -> FailKind:
     """auth or temporary, from an IMAP NO/BAD/BYE's response code (RFC 5530) and the servers' wording."""
     m = _CODE.match(text)
     code = m.group(1).upper() if m else ""
@@ -69,10 +69,10 @@ class UpstreamSide:
             events.append(self._fail("protocol", "upstream sent a reply the bridge cannot read"))
         return events
 
-    def _fail(self, kind: str, text: str) -> Failed:
+    def _fail(self, kind: FailKind, text: str) -> Failed:
         self.state = "done"
         self.buf = bytearray()
-        return Failed(kind, _clean(text))  # type: ignore[arg-type]
+        return Failed(kind, _clean(text))
 
     def _send_capability(self) -> list[UpstreamEvent]:
         self.state = "capability"

@@ -19,9 +19,14 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from .. import fsutil, paths
+from .. import paths
 from ..errors import ConfigError, StoreUnavailable, UsageError
+from ..fast import fsutil
+
+if TYPE_CHECKING:
+    from filelock import FileLock
 
 # OWASP's scrypt floor (N=2^17, r=8, p=1) needs 128 MiB: above OpenSSL's default 32 MiB cap, hence maxmem.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 1 << 17, 8, 1
@@ -120,7 +125,7 @@ def _valid_name(name: str) -> bool:
     return 0 < len(name) <= 64 and all(c.isalnum() or c in "._-@+" for c in name) and name.isascii()
 
 
-def _locked(file: str):
+def _locked(file: str) -> FileLock:
     from filelock import FileLock
 
     fsutil.ensure_private_dir(os.path.dirname(file))

@@ -15,6 +15,7 @@ from mailtoken.bridge.events import (
     Close,
     Event,
     Failed,
+    FailKind,
     Login,
     LoginResult,
     Send,
@@ -206,7 +207,7 @@ class ClientSide:
 # -- upstream ---------------------------------------------------------------------------------------------
 
 
-def _kind(text: str) -> str:
+def _kind(text: str) -> FailKind:
     """auth, temporary or protocol, from a -ERR's response code (RFC 2449, RFC 3206) and the servers' wording."""
     upper = text.upper()
     if upper.startswith(("[SYS/TEMP]", "[IN-USE]", "[LOGIN-DELAY]")):
@@ -252,10 +253,10 @@ class UpstreamSide:
             events.append(self._fail("protocol", "upstream sent a reply the bridge cannot read"))
         return events
 
-    def _fail(self, kind: str, text: str) -> Failed:
+    def _fail(self, kind: FailKind, text: str) -> Failed:
         self.state = "done"
         self.buf = bytearray()
-        return Failed(kind, clean(text))  # type: ignore[arg-type]
+        return Failed(kind, clean(text))
 
     def _line(self, line: str) -> list[UpstreamEvent]:
         if self.state == "capa-list":

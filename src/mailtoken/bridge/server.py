@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
+import functools
 import inspect
 import itertools
 import os
@@ -18,18 +18,36 @@ import signal
 import socket
 import ssl
 import sys
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from .. import errors
 from ..config import Account, Config
 from ..errors import ConfigError, TemporaryFailure
-from . import auth, tls
-from .config import Listener, upstream_of
+from . import auth, graph_session, imap, pop3, smtp, tls
+from .config import GRAPH, Listener, upstream_of
+from .events import ClientSide, UpstreamSide
 from .passwords import Verifier
 from .session import CHUNK, Session, log
 
 DRAIN = 10.0
-MODULES = {"smtp": "smtp", "imap": "imap", "pop3": "pop3"}
+
+
+@dataclass(frozen=True)
+class Machines:
+    """A protocol's two pure machines (their keyword arguments differ per protocol, hence `...`)."""
+
+    client: Callable[..., ClientSide]
+    upstream: Callable[..., UpstreamSide]
+    default_capabilities: list[str]
+
+
+MACHINES = {
+    "smtp": Machines(smtp.ClientSide, smtp.UpstreamSide, smtp.DEFAULT_CAPABILITIES),
+    "imap": Machines(imap.ClientSide, imap.UpstreamSide, imap.DEFAULT_CAPABILITIES),
+    "pop3": Machines(pop3.ClientSide, pop3.UpstreamSide, pop3.DEFAULT_CAPABILITIES),
+}
 
 
 def sd_notify(message: str) -> None:
@@ -48,11 +66,11 @@ class ListenerState:
     listener: Listener
     account: Account
     upstream: tuple[str, int, str]
-    module: object
+    machines: Machines
     local_ctx: ssl.SSLContext | None
     capabilities: object = None
     active: int = 0
-    tasks: set = field(default_factory=set)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
 
 def _peer(writer: asyncio.StreamWriter) -> tuple[str, str]:
@@ -66,15 +84,17 @@ class Bridge:
         self.cfg = cfg
         self.verifier = Verifier()
         self.tokens = auth.TokenSource(cfg.path)
+        self.graph_tokens = graph_session.GraphTokens(cfg.path)
         self.upstream_ctx = tls.upstream_context()
         self.states = [self._prepare(lst) for lst in cfg.serve]
         self.ids = itertools.count(1)
         self.stopping = asyncio.Event()
-        self.idle: set[asyncio.Task] = set()  # sessions waiting for a client's command before login
+        self.idle: set[asyncio.Task[None]] = set()  # sessions waiting for a client's command before login
 
     def _prepare(self, lst: Listener) -> ListenerState:
         acct = self.cfg.account(lst.account)
-        upstream = upstream_of(lst, acct)
+        graph = lst.upstream == GRAPH
+        upstream = ("Microsoft Graph", 443, "https") if graph else upstream_of(lst, acct)
         ctx = None
         if lst.local_tls != "none":
             cert, key = lst.cert, lst.key
@@ -86,20 +106,20 @@ class Bridge:
                         "delete it and its key to make a new one"
                     )
             ctx = tls.local_context(cert, key, f"{self.cfg.path}: [[serve]] #{lst.index} ({lst.protocol})")
-        module = importlib.import_module(f"{__package__}.{MODULES[lst.protocol]}")
-        caps = getattr(module, "DEFAULT_CAPABILITIES", None)
-        return ListenerState(lst, acct, upstream, module, ctx, caps)
+        machines = MACHINES[lst.protocol]
+        caps = graph_session.listener_capabilities(acct) if graph else list(machines.default_capabilities)
+        return ListenerState(lst, acct, upstream, machines, ctx, caps)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
-        servers = []
+        servers: list[asyncio.Server] = []
         for state in self.states:
             lst = state.listener
             try:
                 server = await asyncio.start_server(
-                    lambda r, w, s=state: self._accept(s, r, w), lst.host, lst.port, backlog=512, limit=CHUNK
+                    functools.partial(self._accept, state), lst.host, lst.port, backlog=512, limit=CHUNK
                 )
             except OSError as exc:
                 for s in servers:
@@ -107,11 +127,11 @@ class Bridge:
                 raise TemporaryFailure(f"{lst.name}: cannot listen ({exc.strerror or exc})") from None
             servers.append(server)
             host, port, mode = state.upstream
-            log(
-                f"{lst.name}: listening (account {lst.account}, upstream {host}:{port} {mode}, local TLS "
-                f"{lst.local_tls})"
-            )
-            if "probe_only" in inspect.signature(state.module.UpstreamSide).parameters:
+            where = host if lst.upstream == GRAPH else f"{host}:{port} {mode}"
+            log(f"{lst.name}: listening (account {lst.account}, upstream {where}, local TLS {lst.local_tls})")
+            if lst.upstream == GRAPH:
+                continue  # nothing to probe: the bridge takes the message itself
+            if "probe_only" in inspect.signature(state.machines.upstream).parameters:
                 self._spawn(state, self._probe(state))
         devices = self.verifier.devices()  # a broken or unsafe password file stops the bridge here (69/78)
         for state in self.states:
@@ -140,7 +160,7 @@ class Bridge:
         log("stopped")
         return 0
 
-    def _spawn(self, state: ListenerState, coro) -> asyncio.Task:
+    def _spawn(self, state: ListenerState, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(coro)
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
@@ -149,7 +169,7 @@ class Bridge:
     async def _probe(self, state: ListenerState) -> None:
         """Learn what the upstream offers (SMTP EHLO, POP3 CAPA, after TLS) before the first client asks."""
         host, port, mode = state.upstream
-        machine = state.module.UpstreamSide(user="", token="", starttls=mode == "starttls", probe_only=True)
+        machine = state.machines.upstream(user="", token="", starttls=mode == "starttls", probe_only=True)
         try:
             up = await auth.sign_in(host, port, mode == "implicit", machine, self.upstream_ctx, timeout=15)
         except auth.UpstreamFailed as exc:
@@ -161,7 +181,7 @@ class Bridge:
 
     # -- one connection ------------------------------------------------------------------------------------
 
-    async def _accept(self, state: ListenerState, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    async def _accept(self, state: ListenerState, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         lst = state.listener
         ip, peer = _peer(writer)
         tag = f"{lst.name} #{next(self.ids)} {peer}"
@@ -223,7 +243,7 @@ async def _main(cfg: Config) -> int:
     return await bridge.run()
 
 
-def _quiet(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+def _quiet(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     # asyncio's default handler prints tracebacks (which may show buffers); one line instead.
     exc = context.get("exception")
     log(f"event loop: {context.get('message', '')} ({type(exc).__name__ if exc else 'no exception'})")

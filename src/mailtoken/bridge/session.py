@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 from .. import errors
 from ..config import Account
 from ..errors import ConfigError
-from . import auth
-from .events import Close, Login, Send, Splice, StartTLS
+from . import auth, graph_session
+from .config import GRAPH
+from .events import ClientSide, Close, Event, Login, Send, Splice, StartTLS
 
 if TYPE_CHECKING:
     from .server import Bridge, ListenerState
@@ -35,18 +36,31 @@ def log(line: str) -> None:
 
 
 class Session:
-    def __init__(self, bridge: Bridge, state: ListenerState, tag: str, ip: str, reader, writer) -> None:
+    def __init__(
+        self,
+        bridge: Bridge,
+        state: ListenerState,
+        tag: str,
+        ip: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
         self.bridge, self.state, self.tag, self.ip = bridge, state, tag, ip
         self.reader, self.writer = reader, writer
         self.upstream: auth.Upstream | None = None
         self.up_bytes = self.down_bytes = 0
         self.started = time.monotonic()
         self.outcome = "before login"
+        self.messages = 0  # submitted with Graph (upstream = "graph")
+
+    def note(self, text: str) -> None:
+        log(f"{self.tag}: {text}")
 
     def summary(self) -> str:
+        sent = f"{self.messages} message(s) sent with Graph; " if self.state.listener.upstream == GRAPH else ""
         return (
-            f"{self.outcome}; client->upstream {self.up_bytes} bytes, upstream->client {self.down_bytes} bytes, "
-            f"{time.monotonic() - self.started:.1f} s"
+            f"{self.outcome}; {sent}client->upstream {self.up_bytes} bytes, upstream->client {self.down_bytes} "
+            f"bytes, {time.monotonic() - self.started:.1f} s"
         )
 
     def close(self) -> None:
@@ -55,16 +69,22 @@ class Session:
                 with contextlib.suppress(Exception):
                     w.close()
 
+    def _tls_context(self) -> ssl.SSLContext:
+        ctx = self.state.local_ctx
+        if ctx is None:  # server.py makes one for every listener whose local_tls is not "none"
+            raise ConfigError(f"{self.state.listener.name}: local TLS without a certificate")
+        return ctx
+
     async def run(self) -> None:
         lst = self.state.listener
         log(f"{self.tag}: connect")
         if lst.local_tls == "implicit":
             try:
-                await self.writer.start_tls(self.state.local_ctx, ssl_handshake_timeout=lst.idle_timeout)
+                await self.writer.start_tls(self._tls_context(), ssl_handshake_timeout=lst.idle_timeout)
             except (ssl.SSLError, OSError, asyncio.TimeoutError) as exc:
                 self.outcome = f"TLS handshake failed ({_reason(exc)})"
                 return
-        kwargs = {
+        kwargs: dict[str, object] = {
             "capabilities": self.state.capabilities,
             "tls_active": lst.local_tls == "implicit",
             "starttls_available": lst.local_tls == "starttls",
@@ -72,7 +92,7 @@ class Session:
         }
         if lst.protocol != "smtp" and lst.local_tls == "starttls":
             kwargs["require_tls"] = True  # no password in clear where TLS is on offer
-        machine = self.state.module.ClientSide(**kwargs)
+        machine = self.state.machines.client(**kwargs)
         events = list(machine.greeting())
         while True:
             while events:
@@ -82,7 +102,7 @@ class Session:
                 elif isinstance(event, StartTLS):
                     await self.writer.drain()
                     try:
-                        await self.writer.start_tls(self.state.local_ctx, ssl_handshake_timeout=lst.idle_timeout)
+                        await self.writer.start_tls(self._tls_context(), ssl_handshake_timeout=lst.idle_timeout)
                     except (ssl.SSLError, OSError, asyncio.TimeoutError) as exc:
                         self.outcome = f"STARTTLS failed ({_reason(exc)})"
                         return
@@ -123,18 +143,19 @@ class Session:
                 self.outcome = f"client connection broke before login ({_reason(exc)})"
                 return
             finally:
-                self.bridge.idle.discard(task)  # type: ignore[arg-type]
+                if task is not None:
+                    self.bridge.idle.discard(task)
             if not data:
                 self.outcome = "client left before login" if self.outcome == "before login" else self.outcome
                 return
             events = list(machine.receive(data))
 
-    async def _login(self, machine, event: Login) -> list:
+    async def _login(self, machine: ClientSide, event: Login) -> list[Event]:
         state, bridge = self.state, self.bridge
         host, port, mode = state.upstream
 
         async def connect(user: str, token: str) -> auth.Upstream:
-            up_machine = state.module.UpstreamSide(user=user, token=token, starttls=mode == "starttls")
+            up_machine = state.machines.upstream(user=user, token=token, starttls=mode == "starttls")
             return await auth.sign_in(host, port, mode == "implicit", up_machine, bridge.upstream_ctx)
 
         async def notify(acct: Account, message: str) -> None:
@@ -146,18 +167,26 @@ class Session:
         def fire(acct: Account, message: str) -> None:
             bridge._spawn(state, notify(acct, message))
 
-        outcome = await auth.login(
-            state.account, event.user, event.password, self.ip, bridge.verifier, bridge.tokens, connect, fire
-        )
+        if state.listener.upstream == GRAPH:
+            outcome = await graph_session.login(
+                state.account, event.user, event.password, self.ip, bridge.verifier, bridge.graph_tokens, fire
+            )
+        else:
+            outcome = await auth.login(
+                state.account, event.user, event.password, self.ip, bridge.verifier, bridge.tokens, connect, fire
+            )
         log(f"{self.tag}: {outcome.log}")
         self.outcome = "authenticated" if outcome.result == "ok" else f"login {outcome.result}"
         if outcome.upstream is not None:
             self.upstream = outcome.upstream
             if outcome.upstream.capabilities:
                 state.capabilities = outcome.upstream.capabilities
-        return list(machine.login_done(outcome.result, outcome.text))  # type: ignore[arg-type]
+        return list(machine.login_done(outcome.result, outcome.text))
 
     async def _splice(self, pending: bytes) -> None:
+        if self.state.listener.upstream == GRAPH:
+            await graph_session.take_messages(self, pending)  # the bridge itself is the upstream
+            return
         up = self.upstream
         if up is None:  # a machine asked to splice without a login: a bug, never a relay without sign-in
             raise ConfigError("splice without an upstream")

@@ -15,7 +15,19 @@ from __future__ import annotations
 import base64
 import binascii
 
-from .events import Authenticated, Close, Event, Failed, Login, LoginResult, Send, Splice, StartTLS, UpstreamEvent
+from .events import (
+    Authenticated,
+    Close,
+    Event,
+    Failed,
+    FailKind,
+    Login,
+    LoginResult,
+    Send,
+    Splice,
+    StartTLS,
+    UpstreamEvent,
+)
 
 MAX_LINE = 8192
 MAX_ERRORS = 10
@@ -304,16 +316,16 @@ class UpstreamSide:
             out.extend(self._reply(int(line[:3]), reply))
         return out
 
-    def _fail(self, out: list[UpstreamEvent], kind: str, text: str) -> list[UpstreamEvent]:
+    def _fail(self, out: list[UpstreamEvent], kind: FailKind, text: str) -> list[UpstreamEvent]:
         self.state = "done"
-        return [*out, Failed(kind, text)]  # type: ignore[arg-type]
+        return [*out, Failed(kind, text)]
 
     def _ehlo(self) -> Send:
         return Send(f"EHLO {self.hostname}\r\n".encode())
 
     def _reply(self, code: int, lines: list[str]) -> list[UpstreamEvent]:
         text = _safe(lines[-1])
-        kind = "temporary" if 400 <= code < 500 else "protocol"
+        kind: FailKind = "temporary" if 400 <= code < 500 else "protocol"
         if self.state == "greeting":
             if code != 220:
                 return self._fail([], "temporary", f"upstream refused the connection: {text}")

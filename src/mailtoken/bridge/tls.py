@@ -8,8 +8,9 @@ import ipaddress
 import os
 import ssl
 
-from .. import fsutil, paths
+from .. import paths
 from ..errors import ConfigError
+from ..fast import fsutil
 
 
 def upstream_context() -> ssl.SSLContext:

@@ -32,7 +32,12 @@ _REPLIES = {
 
 
 def submit_blocking(
-    acct: Account, mime: bytes, envelope_from: str, recipients: list[str], timeout: float = TIMEOUT
+    acct: Account,
+    mime: bytes,
+    envelope_from: str,
+    recipients: list[str],
+    timeout: float = TIMEOUT,
+    config_path: str | None = None,
 ) -> tuple[bool, int, str]:
     opts = message.Options(account=acct.name, recipients=list(recipients), sender=envelope_from or None)
     try:
@@ -40,7 +45,7 @@ def submit_blocking(
             raise message.BadMessage(f"the message is larger than {sendmail.MAX_SIZE // 2**20} MB")
         prepared = message.prepare(mime, opts, acct.email)
         target = sendmail.Target.of(acct)
-        sendmail.deliver(target, sendmail._config_path(), prepared, Deadline(timeout))
+        sendmail.deliver(target, config_path or sendmail._config_path(), prepared, Deadline(timeout))
     except MailtokenError as exc:
         code, status = _REPLIES.get(exc.exit_code, (451, "4.3.0"))
         return False, code, f"{status} {errors.one_line(exc.message)}"
@@ -49,6 +54,9 @@ def submit_blocking(
     return True, 250, "2.0.0 accepted by Microsoft Graph"
 
 
-async def submit(acct: Account, mime: bytes, envelope_from: str, recipients: list[str]) -> tuple[bool, int, str]:
-    """(accepted, SMTP reply code, reply text) for the message the client sent."""
-    return await asyncio.to_thread(submit_blocking, acct, mime, envelope_from, recipients)
+async def submit(
+    acct: Account, mime: bytes, envelope_from: str, recipients: list[str], config_path: str | None = None
+) -> tuple[bool, int, str]:
+    """(accepted, SMTP reply code, reply text) for the message the client sent; CONFIG_PATH: the bridge's
+    config file (its token records are that file's), else the one `mailtoken sendmail` would use."""
+    return await asyncio.to_thread(submit_blocking, acct, mime, envelope_from, recipients, TIMEOUT, config_path)
