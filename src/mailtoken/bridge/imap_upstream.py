@@ -8,14 +8,11 @@ OK that carried none: Exchange says OK to a token for another mailbox and refuse
 
 from __future__ import annotations
 
-import base64
 import re
 
-from mailtoken.bridge.events import Authenticated, Failed, FailKind, Send, StartTLS, UpstreamEvent
-from mailtoken.bridge.plain import clean as _clean
+from mailtoken.bridge.events import Authenticated, FailKind, Send, StartTLS, UpstreamEvent
+from mailtoken.bridge.lines import LineUpstream
 from mailtoken.bridge.plain import decode_b64
-
-UPSTREAM_MAX_LINE = 64 * 1024  # a server's CAPABILITY can be long, but never unbounded
 
 _NOT_CONNECTED = "User is authenticated but not connected"
 _CAP_CODE = re.compile(r"\[CAPABILITY ([^\]]*)\]", re.I)
@@ -33,46 +30,16 @@ def _code_kind(text: str) -> FailKind:
     return "auth"
 
 
-class UpstreamSide:
+class UpstreamSide(LineUpstream):
     """Signs in to the real IMAP server with XOAUTH2; `capabilities` is what it offers after login."""
 
+    PROTOCOL = "imap"
+
     def __init__(self, *, user: str, token: str, starttls: bool, probe_only: bool = False) -> None:
-        self._xoauth2 = base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode())
-        self._starttls = starttls
-        self.probe_only = probe_only  # stop once the (post-TLS) capabilities are known: sign in nowhere
-        self.capabilities: list[str] = []
-        self.buf = bytearray()
-        self.state = "greeting"  # greeting | starttls | capability | auth | auth-error | check | done
-        self.error = ""
+        super().__init__(user=user, token=token, starttls=starttls, probe_only=probe_only)
+        # state: greeting | starttls | capability | auth | auth-error | check | done
         self.bye = ""
         self.caps_in_auth = False
-
-    def __repr__(self) -> str:  # the token must stay out of tracebacks
-        return f"<imap.UpstreamSide state={self.state}>"
-
-    def receive(self, data: bytes) -> list[UpstreamEvent]:
-        if self.state == "done":
-            return []
-        self.buf += data
-        events: list[UpstreamEvent] = []
-        try:
-            while self.state != "done":
-                end = self.buf.find(b"\n")
-                if end < 0:
-                    if len(self.buf) > UPSTREAM_MAX_LINE:
-                        events.append(self._fail("protocol", "upstream sent an overlong line"))
-                    break
-                line = bytes(self.buf[:end]).removesuffix(b"\r").decode("utf-8", "replace")
-                del self.buf[: end + 1]
-                events += self._line(line)
-        except Exception:
-            events.append(self._fail("protocol", "upstream sent a reply the bridge cannot read"))
-        return events
-
-    def _fail(self, kind: FailKind, text: str) -> Failed:
-        self.state = "done"
-        self.buf = bytearray()
-        return Failed(kind, _clean(text))
 
     def _send_capability(self) -> list[UpstreamEvent]:
         self.state = "capability"

@@ -8,8 +8,6 @@ the two-step `AUTH XOAUTH2` -> `+` -> response, the only form Exchange Online ac
 
 from __future__ import annotations
 
-import base64
-
 from mailtoken.bridge.events import (
     Authenticated,
     Close,
@@ -23,10 +21,10 @@ from mailtoken.bridge.events import (
     StartTLS,
     UpstreamEvent,
 )
+from mailtoken.bridge.lines import LineUpstream
 from mailtoken.bridge.plain import clean, decode_b64, parse_plain
 
 MAX_ERRORS = 10
-UPSTREAM_MAX_LINE = 64 * 1024
 DEFAULT_CAPABILITIES: list[str] = []  # until an upstream has been seen
 # CAPA lines the bridge answers for itself (it does the authentication and the TLS).
 _HIDDEN = ("SASL", "STLS", "USER", "RESP-CODES", "AUTH-RESP-CODE")
@@ -219,44 +217,11 @@ def _kind(text: str) -> FailKind:
     return "auth"
 
 
-class UpstreamSide:
+class UpstreamSide(LineUpstream):
     """Signs in to the real POP3 server with XOAUTH2; `capabilities` is its CAPA (after TLS) as lines."""
 
-    def __init__(self, *, user: str, token: str, starttls: bool, probe_only: bool = False) -> None:
-        self._xoauth2 = base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode())
-        self._starttls = starttls
-        self.probe_only = probe_only  # stop once the (post-TLS) CAPA is known: sign in nowhere
-        self.capabilities: list[str] = []
-        self.buf = bytearray()
-        self.state = "greeting"  # greeting | stls | capa | capa-list | auth | response | error | done
-        self.error = ""
-
-    def __repr__(self) -> str:  # the token must stay out of tracebacks
-        return f"<pop3.UpstreamSide state={self.state}>"
-
-    def receive(self, data: bytes) -> list[UpstreamEvent]:
-        if self.state == "done":
-            return []
-        self.buf += data
-        events: list[UpstreamEvent] = []
-        try:
-            while self.state != "done":
-                end = self.buf.find(b"\n")
-                if end < 0:
-                    if len(self.buf) > UPSTREAM_MAX_LINE:
-                        events.append(self._fail("protocol", "upstream sent an overlong line"))
-                    break
-                line = bytes(self.buf[:end]).removesuffix(b"\r").decode("utf-8", "replace")
-                del self.buf[: end + 1]
-                events += self._line(line)
-        except Exception:
-            events.append(self._fail("protocol", "upstream sent a reply the bridge cannot read"))
-        return events
-
-    def _fail(self, kind: FailKind, text: str) -> Failed:
-        self.state = "done"
-        self.buf = bytearray()
-        return Failed(kind, clean(text))
+    # state: greeting | stls | capa | capa-list | auth | response | error | done
+    PROTOCOL = "pop3"
 
     def _line(self, line: str) -> list[UpstreamEvent]:
         if self.state == "capa-list":
