@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import shutil
 import stat
 import subprocess
@@ -16,6 +15,7 @@ import sys
 
 from . import quoting, ui
 from .errors import EX_UNAVAILABLE, ConfigError, MailtokenError
+from .fast import fsutil
 
 SERVICE_NAME = "mailtoken-refresh.service"
 TIMER_NAME = "mailtoken-refresh.timer"
@@ -156,26 +156,6 @@ def _make_dirs(folder: str) -> None:
         path = os.path.dirname(path)
 
 
-def _write_unit(path: str, text: str) -> None:
-    """Atomically, through a fresh file that cannot be a planted symlink or someone else's file."""
-    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), UNIT_MODE)
-    try:
-        os.fchmod(fd, UNIT_MODE)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fd = -1
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def render_serve(exec_start: str, config_override: str | None = None) -> dict[str, str]:
     """The bridge's unit (`systemd install --serve`), as contrib/systemd/ has it."""
     return {SERVE_NAME: SERVE.format(exec=exec_start, environment=_environment(config_override))}
@@ -189,7 +169,7 @@ def install(enable: bool, serve: bool = False) -> list[str]:
     written = []
     for name, text in units.items():
         path = os.path.join(folder, name)
-        _write_unit(path, text)
+        fsutil.replace_file(path, text.encode("utf-8"), UNIT_MODE)
         written.append(path)
     ui.say(f"wrote {', '.join(written)}")
     if serve:

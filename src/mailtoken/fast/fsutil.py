@@ -57,18 +57,26 @@ def atomic_write(path: str, data: bytes) -> None:
     _atomic_write(path, data, private_folder=True)
 
 
-def _atomic_write(path: str, data: bytes, private_folder: bool) -> None:
+def replace_file(path: str, data: bytes, mode: int) -> None:
+    """atomic_write for a file that is not a secret (a systemd unit: `mode` 0644) in a folder the caller made."""
+    _atomic_write(path, data, private_folder=None, mode=mode)
+
+
+def _atomic_write(path: str, data: bytes, private_folder: bool | None, mode: int = FILE_MODE) -> None:
+    """The one atomic writer: a fresh temp file (mkstemp: O_EXCL|O_NOFOLLOW, so never a planted symlink or
+    another's file) in the target's folder, `mode` set explicitly, fsync, rename, fsync of the folder.
+    The folder: made private (True), its missing parts made 0700 (False), or left as it is (None)."""
     import contextlib
     import tempfile
 
     folder = os.path.dirname(os.path.abspath(path))
     if private_folder:
         ensure_private_dir(folder)
-    else:
+    elif private_folder is not None:
         _create_missing(folder)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f"{_TMP_PREFIX}{os.getpid()}-", suffix="~")
     try:
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, mode)
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
