@@ -71,21 +71,35 @@ class SecretService:
     def wait_ready(self, timeout: float = 45) -> None:
         # Generous: on a loaded 2-core machine the daemon can take many seconds to claim its bus name.
         end = time.monotonic() + timeout
+        last = ""
+        # The daemon makes the login keyring from the password on its stdin some time after it is on the bus.
+        # A client asking for the default collection before that starts a "create a keyring" prompt, which
+        # fails or hangs without a display and leaves no login collection: so the file comes first.
+        login = Path(self.env["HOME"]) / ".local" / "share" / "keyrings" / "login.keyring"
+        while not login.exists() and time.monotonic() < end:
+            if self.daemon is not None and self.daemon.poll() is not None:
+                raise RuntimeError(f"gnome-keyring-daemon exited with status {self.daemon.returncode}")
+            time.sleep(0.05)
         while time.monotonic() < end:
             if self.daemon is not None and self.daemon.poll() is not None:
                 raise RuntimeError(f"gnome-keyring-daemon exited with status {self.daemon.returncode}")
-            probe = subprocess.run(
-                ["secret-tool", "store", "--label=probe", "service", "mailtoken-test-probe", "username", "probe"],
-                input="x",
-                capture_output=True,
-                text=True,
-                env=self.env,
-                timeout=10,
-            )
+            try:
+                probe = subprocess.run(
+                    ["secret-tool", "store", "--label=probe", "service", "mailtoken-test-probe", "username", "probe"],
+                    input="x",
+                    capture_output=True,
+                    text=True,
+                    env=self.env,
+                    timeout=10,
+                )
+            except subprocess.TimeoutExpired:
+                last = "timed out"
+                continue
             if probe.returncode == 0:
                 return
+            last = (probe.stderr or probe.stdout).strip()[-300:]
             time.sleep(0.2)
-        raise RuntimeError("gnome-keyring-daemon did not come up on the private bus")
+        raise RuntimeError(f"gnome-keyring-daemon did not come up on the private bus (secret-tool said: {last!r})")
 
     def lock(self) -> None:
         """Lock the login collection, as a screen lock or a fresh boot leaves it."""

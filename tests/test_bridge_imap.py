@@ -168,6 +168,7 @@ def test_curl_user_fetches_over_the_bridge(mailstack: MailStack, bridge: BridgeP
 def test_fetchmail_imap_with_a_password(mailstack: MailStack, bridge: BridgeProcess, user: Env) -> None:
     require("fetchmail")
     password = bridge.password("fetchmail-imap")
+    bridge.describe_in_config()  # other tests of the module rewrote the tables: `config` reads this one
     drivers.fetchmail_fetch(mailstack, user, "IMAP", _port(bridge), password)
     assert password not in bridge.log()
 

@@ -132,6 +132,7 @@ def test_curl_user_retrieves_over_the_bridge(mailstack: MailStack, bridge: Bridg
 def test_fetchmail_pop3_with_a_password(mailstack: MailStack, bridge: BridgeProcess, user: Env) -> None:
     require("fetchmail")
     password = bridge.password("fetchmail-pop")
+    bridge.describe_in_config()  # other tests of the module rewrote the tables: `config` reads this one
     drivers.fetchmail_fetch(mailstack, user, "POP3", _port(bridge), password)
     assert password not in bridge.log()
 

@@ -179,7 +179,7 @@ def test_completions_follow_the_parser_and_the_config(shell: str, configured: En
     assert got["mailtoken refresh work "] == set(ACCOUNTS)
     assert got["mailtoken login --timeout 5 "] == set(ACCOUNTS), "an option's value is not a positional argument"
     assert not got["mailtoken token work "] & set(ACCOUNTS), "token takes one account"
-    assert got["mailtoken config "] == set(clientconf.CLIENTS)
+    assert got["mailtoken config "] == set(clientconf.CLIENTS + clientconf.BRIDGE_CLIENTS)
     assert got["mailtoken config mutt "] == set(ACCOUNTS)
     assert got["mailtoken add --store "] == set(config.STORES)
     assert got["mailtoken add --cloud "] == {"global", "usgov", "usgov-dod", "china"}

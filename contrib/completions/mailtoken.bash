@@ -84,7 +84,7 @@ _mailtoken() {
     serve) ((nargs == 0)) && words="passwd revoke list" ;;
     config)
         if ((nargs == 0)); then
-            words="msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl mpop s-nail imapfilter"
+            words="msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl mpop s-nail imapfilter fetchmail postfix"
         elif ((nargs == 1)); then
             words=$(_mailtoken_accounts)
         fi

@@ -72,7 +72,7 @@ for cmd in token xoauth2 oauthbearer login logout sendmail test
     complete -c mailtoken -n "__mailtoken_at $cmd 0" -a '(__mailtoken_accounts)' -d account
 end
 complete -c mailtoken -n '__mailtoken_using refresh status' -a '(__mailtoken_accounts)' -d account
-complete -c mailtoken -n '__mailtoken_at config 0' -a 'msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl mpop s-nail imapfilter' -d client
+complete -c mailtoken -n '__mailtoken_at config 0' -a 'msmtp mbsync neomutt mutt offlineimap3 getmail6 aerc curl mpop s-nail imapfilter fetchmail postfix' -d client
 complete -c mailtoken -n '__mailtoken_at config 1' -a '(__mailtoken_accounts)' -d account
 complete -c mailtoken -n '__mailtoken_at systemd 0' -a 'install uninstall'
 complete -c mailtoken -n '__mailtoken_at man 0' -a 'mailtoken mailtoken.toml' -d page

@@ -250,10 +250,12 @@ def _run_status(ctx: Context, args: argparse.Namespace) -> Result:
 
 
 def _add_config(sub: Callable[..., argparse.ArgumentParser]) -> None:
-    from .clientconf import CLIENTS
+    from .clientconf import BRIDGE_CLIENTS, CLIENTS
 
     p = sub("config", "print a ready config block for a mail client and this account", _run_config)
-    p.add_argument("client", help=", ".join(CLIENTS))
+    p.add_argument(
+        "client", help=", ".join(CLIENTS) + "; through the bridge (mailtoken serve): " + ", ".join(BRIDGE_CLIENTS)
+    )
     p.add_argument("account", help="account name from the config")
 
 

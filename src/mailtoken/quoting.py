@@ -66,6 +66,21 @@ def msmtprc(value: str) -> str:
     return value
 
 
+def fetchmailrc(value: str) -> str:
+    """fetchmailrc: a double-quoted string, with \\ and \" escaped by a backslash (fetchmail(1), "the run
+    control file": C-like escapes in quoted strings)."""
+    return '"' + _checked(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def postfix_value(value: str) -> str:
+    """A Postfix main.cf value or a sasl_passwd key/value: no quoting exists there, so a blank, a comma or a
+    # (which Postfix reads as a separator or a comment) is refused rather than written."""
+    value = _checked(value)
+    if not value or any(c in value for c in " \t,#"):
+        raise ValueError("Postfix's tables have no quoting for blanks, commas or #")
+    return value
+
+
 def mbsyncrc(value: str) -> str:
     """mbsync: double quotes, with \\ and \" escaped by a backslash (isync's man page, "configuration"),
     when a blank, a quote, a backslash or a # needs them."""

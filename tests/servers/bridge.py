@@ -56,10 +56,15 @@ class BridgeProcess:
         self.proc: subprocess.Popen[str] | None = None
         self._lines: list[str] = []
         self._lock = threading.Lock()
-        text = env.config_path.read_text()
-        if "[[serve]]" in text:  # a module-wide user: replace the previous test's tables
+        self.describe_in_config()
+
+    def describe_in_config(self) -> None:
+        """Make the user's config hold this bridge's [[serve]] tables (a module-wide user: replacing another
+        test's), as `mailtoken config` reads them."""
+        text = self.env.config_path.read_text()
+        if "[[serve]]" in text:
             text = text[: text.index("[[serve]]")]
-        env.write_config(text.rstrip("\n") + "\n\n" + "".join(t.toml() for t in tables))
+        self.env.write_config(text.rstrip("\n") + "\n\n" + "".join(t.toml() for t in self.tables))
 
     def password(self, name: str = "device", account: str = "work") -> str:
         result = self.env.run("serve", "passwd", name, "--account", account)

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import EMAIL, Env
+from tests.conftest import EMAIL, MAILTOKEN, Env
 from tests.servers.dovecot import Login
 from tests.servers.stack import MailStack, Run
 
@@ -262,17 +262,16 @@ def getmail_fetch(stack: MailStack, env: Env, rc_text: str, *, account: str = "w
 
 
 def fetchmail_fetch(stack: MailStack, env: Env, proto: str, port: int, password: str) -> Login:
-    """fetchmail 6.4 with `password` against a plain local listener, delivering to an mbox through an MDA."""
+    """fetchmail 6.4 with the block `mailtoken config fetchmail work` prints for the bridge's listener (the
+    device password put where it says), delivering to an mbox through an MDA given on the command line."""
     subject = stack.seed()
     out = env.home / f"fetched-{proto.lower()}.mbox"
-    # `sslproto ''`: fetchmail 6.4 tries STLS/STARTTLS even when it is not offered and gives up when refused.
-    rc = write(
-        env.home / f".fetchmailrc-{proto.lower()}",
-        f'poll 127.0.0.1 service {port} protocol {proto} auth password\n  user "{EMAIL}" password "{password}"\n'
-        f"  sslproto '' keep fetchall\n  mda \"/bin/sh -c 'cat >> {out}'\"\n",
-    )
+    block = _ok(stack.run(env, [MAILTOKEN, "config", "fetchmail", "work"])).stdout
+    assert f"service {port} protocol {proto}" in block and "DEVICE-PASSWORD" in block, block
+    rc = write(env.home / f".fetchmailrc-{proto.lower()}", block.replace("DEVICE-PASSWORD", password))
     mark = stack.server.mark()
-    run = _ok(stack.run(env, ["fetchmail", "-f", str(rc), "--nosyslog", "-v"], timeout=90))
+    mda = ["--mda", f"/bin/sh -c 'cat >> {out}'"]
+    run = _ok(stack.run(env, ["fetchmail", "-f", str(rc), "--nosyslog", "-v", "--all", *mda], timeout=90))
     assert out.exists() and f"Subject: {subject}" in out.read_text(errors="replace"), str(run)
     return stack.server.wait_login(mark, "imap" if proto == "IMAP" else "pop3", EMAIL, "XOAUTH2")
 

@@ -34,12 +34,15 @@ GENERATORS: dict[str, Callable[[Target], str]] = {
 }
 ALIASES = {"isync": "mbsync", "offlineimap": "offlineimap3", "getmail": "getmail6", "mailx": "s-nail"}
 CLIENTS = tuple(GENERATORS)
+# Clients that only know a password: their blocks point at the account's `mailtoken serve` listener
+# (clientconf/bridge.py), so they need the config's [[serve]] tables, not just the account.
+BRIDGE_CLIENTS = ("fetchmail", "postfix")
 
 
 def client_name(name: str) -> str:
     key = ALIASES.get(name.lower(), name.lower())
-    if key not in GENERATORS:
-        raise UsageError(f"unknown client '{name}' (known: {', '.join(CLIENTS)})")
+    if key not in GENERATORS and key not in BRIDGE_CLIENTS:
+        raise UsageError(f"unknown client '{name}' (known: {', '.join(CLIENTS + BRIDGE_CLIENTS)})")
     return key
 
 
@@ -54,5 +57,14 @@ def render(client: str, acct: Account, helper: str | None = None, hook: str | No
     return "\n\n".join(block.rstrip("\n") for block in blocks)
 
 
-__all__ = ["CLIENTS", "CONTRIB_HELPER", "GENERATORS", "Endpoint", "Target", "client_name", "helper_path"]
+__all__ = [
+    "BRIDGE_CLIENTS",
+    "CLIENTS",
+    "CONTRIB_HELPER",
+    "GENERATORS",
+    "Endpoint",
+    "Target",
+    "client_name",
+    "helper_path",
+]
 __all__ += ["hook_path", "render", "target"]

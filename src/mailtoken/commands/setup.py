@@ -11,7 +11,13 @@ from . import Result
 def client_config(client: str, account: str, config_path: str) -> Result:
     from .. import clientconf
 
-    return Result(stdout=clientconf.render(clientconf.client_name(client), config.load(config_path).account(account)))
+    name = clientconf.client_name(client)
+    cfg = config.load(config_path)
+    if name in clientconf.BRIDGE_CLIENTS:  # password-only clients: pointed at the account's [[serve]] listener
+        from ..clientconf import bridge
+
+        return Result(stdout=bridge.GENERATORS[name](cfg, cfg.account(account)))
+    return Result(stdout=clientconf.render(name, cfg.account(account)))
 
 
 @dataclass(frozen=True)
