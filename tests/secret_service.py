@@ -80,6 +80,12 @@ class SecretService:
             if self.daemon is not None and self.daemon.poll() is not None:
                 raise RuntimeError(f"gnome-keyring-daemon exited with status {self.daemon.returncode}")
             time.sleep(0.05)
+        # Likewise after a restart (unlock()): the file is there, but the collection is unlocked from stdin a
+        # moment later, and a write before that starts an unlock prompt. Ask without prompting until it is.
+        while not self._login_unlocked() and time.monotonic() < end:
+            if self.daemon is not None and self.daemon.poll() is not None:
+                raise RuntimeError(f"gnome-keyring-daemon exited with status {self.daemon.returncode}")
+            time.sleep(0.1)
         while time.monotonic() < end:
             if self.daemon is not None and self.daemon.poll() is not None:
                 raise RuntimeError(f"gnome-keyring-daemon exited with status {self.daemon.returncode}")
@@ -100,6 +106,20 @@ class SecretService:
             last = (probe.stderr or probe.stdout).strip()[-300:]
             time.sleep(0.2)
         raise RuntimeError(f"gnome-keyring-daemon did not come up on the private bus (secret-tool said: {last!r})")
+
+    def _login_unlocked(self) -> bool:
+        """Whether the login collection exists and is unlocked, asked over D-Bus without any prompt."""
+        code = (
+            "import sys, secretstorage\n"
+            "from secretstorage.collection import Collection\n"
+            "c = Collection(secretstorage.dbus_init(), '/org/freedesktop/secrets/collection/login')\n"
+            "sys.exit(1 if c.is_locked() else 0)\n"
+        )
+        try:
+            done = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            return False
+        return done.returncode == 0
 
     def lock(self) -> None:
         """Lock the login collection, as a screen lock or a fresh boot leaves it."""
