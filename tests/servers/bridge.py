@@ -71,17 +71,29 @@ class BridgeProcess:
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
 
-    def start(self, wait: bool = True) -> BridgeProcess:
-        self.proc = self.env.popen("serve", env=self.extra_env, start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
-        if wait:
-            for table in self.tables:
-                alive = lambda: self.proc is not None and self.proc.poll() is None  # noqa: E731
-                try:
+    def start(self, wait: bool = True, tries: int = 3) -> BridgeProcess:
+        for attempt in range(tries):
+            self.proc = self.env.popen("serve", env=self.extra_env, start_new_session=True)
+            threading.Thread(target=self._read, daemon=True).start()
+            if not wait:
+                return self
+            try:
+                for table in self.tables:
+                    alive = lambda: self.proc is not None and self.proc.poll() is None  # noqa: E731
                     wait_listening(table.host, table.port, 20, alive=alive)
-                except (RuntimeError, TimeoutError) as exc:
-                    self.stop()
-                    raise AssertionError(f"mailtoken serve did not start: {exc}\n{self.log()}") from None
+                return self
+            except (RuntimeError, TimeoutError) as exc:
+                code = self.proc.poll() if self.proc is not None else None
+                self.stop()
+                if code == 75 and attempt < tries - 1:
+                    # Exit 75: a port was taken between free_port() and the bind (parallel test workers make
+                    # that likely): the same tables on fresh ports.
+                    for table in self.tables:
+                        if table.host == "127.0.0.1":
+                            table.port = free_port()
+                    self.describe_in_config()
+                    continue
+                raise AssertionError(f"mailtoken serve did not start: {exc}\n{self.log()}") from None
         return self
 
     def _read(self) -> None:

@@ -81,7 +81,19 @@ class Dovecot:
 
     # -- lifecycle -------------------------------------------------------------------------------------
 
-    def start(self, timeout: float = 20.0) -> Dovecot:
+    def start(self, timeout: float = 20.0, tries: int = 3) -> Dovecot:
+        """Start on the chosen ports; when it exits during startup (another process took a port between
+        free_port() and the bind, which parallel test workers make likely), again on fresh ports."""
+        for attempt in range(tries):
+            try:
+                return self._start(timeout)
+            except RuntimeError:
+                if attempt == tries - 1:
+                    raise
+                self.ports = Ports(*(free_port() for _ in range(5)))
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> Dovecot:
         self._write_config()
         stderr = open(self.dir / "stderr.log", "wb")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(
@@ -97,11 +109,13 @@ class Dovecot:
             for port in (self.ports.imap, self.ports.imaps, self.ports.pop3s, self.ports.submission):
                 wait_listening(self.host, port, timeout, alive=alive)
         except (RuntimeError, TimeoutError) as exc:
-            self.stop()
-            raise RuntimeError(f"dovecot did not start: {exc}\n{self.diagnostics()}") from None
+            why = self.diagnostics()  # before stop(), which removes the folder the logs are in
+            self._halt()
+            raise RuntimeError(f"dovecot did not start: {exc}\n{why}") from None
         return self
 
-    def stop(self) -> None:
+    def _halt(self) -> None:
+        """Stop the process but keep the folder (a retry writes its config there again)."""
         self.begin_stop()
         proc, self.proc = self.proc, None
         if proc is not None and proc.poll() is None:
@@ -110,6 +124,9 @@ class Dovecot:
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(5)
+
+    def stop(self) -> None:
+        self._halt()
         if self._root_tmp is not None:
             shutil.rmtree(self._root_tmp, ignore_errors=True)
             self._root_tmp = None
