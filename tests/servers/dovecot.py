@@ -320,7 +320,15 @@ service lmtp {{
 submission_relay_host = {self.host}
 submission_relay_port = {self.relay_port}
 submission_relay_ssl = no
+# Tests open many sessions of one user at once (the bridge's 20 parallel submissions share one refresh):
+# Dovecot's default of 10 per user and address would refuse some of them, as it did once under load.
 protocol imap {{
+  mail_max_userip_connections = 50
+}}
+protocol pop3 {{
+  mail_max_userip_connections = 50
+}}
+protocol submission {{
   mail_max_userip_connections = 50
 }}
 pop3_uidl_format = %08Xu%08Xv

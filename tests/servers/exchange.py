@@ -15,7 +15,6 @@ import ssl
 import threading
 from dataclasses import dataclass, field
 
-from tests.servers.ports import free_port
 from tests.servers.tls import HOST, TestTLS
 
 FE = "BN0PR04CA0001.namprd04.prod.outlook.com"  # the front-end server name Exchange puts in its replies
@@ -235,13 +234,14 @@ class _Server(socketserver.ThreadingTCPServer):
 class FakeExchange:
     def __init__(self, tls: TestTLS, scenario: Scenario | None = None) -> None:
         self.scenario = scenario or Scenario()
-        self.imaps, self.pop3s, self.submission = free_port(), free_port(), free_port()
         ctx = tls.server_context()
+        # Port 0: each listener binds a free port itself (no window for another process to take it first).
         self._servers = [
-            _Server("imap", self.imaps, self.scenario, ctx, implicit=True),
-            _Server("pop", self.pop3s, self.scenario, ctx, implicit=True),
-            _Server("smtp", self.submission, self.scenario, ctx, implicit=False),
+            _Server("imap", 0, self.scenario, ctx, implicit=True),
+            _Server("pop", 0, self.scenario, ctx, implicit=True),
+            _Server("smtp", 0, self.scenario, ctx, implicit=False),
         ]
+        self.imaps, self.pop3s, self.submission = (s.server_address[1] for s in self._servers)
 
     def urls(self, protocols: tuple[str, ...] = ("imap", "pop", "smtp")) -> list[str]:
         """`mailtoken test` options that point these protocols here."""

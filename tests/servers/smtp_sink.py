@@ -47,7 +47,15 @@ class SmtpSink:
         self._controller = Controller(_Handler(self), hostname=host, port=self.port, ready_timeout=10)
 
     def start(self) -> SmtpSink:
-        self._controller.start()
+        for attempt in range(3):
+            try:
+                self._controller.start()
+                return self
+            except OSError:  # the port was taken between free_port() and the bind: another one
+                if attempt == 2:
+                    raise
+                self.port = free_port()
+                self._controller = Controller(_Handler(self), hostname=self.host, port=self.port, ready_timeout=10)
         return self
 
     def stop(self) -> None:
