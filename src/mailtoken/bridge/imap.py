@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 from mailtoken.bridge.events import Close, Event, Login, LoginResult, Send, Splice, StartTLS
 from mailtoken.bridge.imap_upstream import UpstreamSide
+from mailtoken.bridge.lines import take_line
 from mailtoken.bridge.plain import clean as _clean
 from mailtoken.bridge.plain import decode_b64, parse_plain
 
@@ -26,6 +27,12 @@ DEFAULT_CAPABILITIES: list[str] = []
 _HIDDEN = ("AUTH=", "STARTTLS", "LOGINDISABLED", "SASL-IR", "IMAP4REV1")
 _LITERAL_AT_END = re.compile(rb"\{(\d{1,10})(\+?)\}$")
 _TAG_BAD = frozenset(b'(){ %*"\\+')
+# What take_line's refusals are answered with, before the connection is closed.
+_BAD = {
+    "tls": b"* BAD TLS handshake on a plain connection: use STARTTLS or plain IMAP\r\n",
+    "long": b"* BAD Line too long\r\n",
+    "control": b"* BAD Control characters in command\r\n",
+}
 
 
 def _filter_caps(caps: Iterable[str]) -> list[str]:
@@ -202,21 +209,10 @@ class ClientSide:
                     self.literal = bytearray()
                     self.state = "command"
                 continue
-            if not self.segments and self.buf[:1] == b"\x16" and self.state == "command":
-                events += self._fatal(b"* BAD TLS handshake on a plain connection: use STARTTLS or plain IMAP\r\n")
-                return
-            end = self.buf.find(b"\n")
-            if end < 0:
-                if len(self.buf) > self.max_line:
-                    events += self._fatal(b"* BAD Line too long\r\n")
-                return
-            line = bytes(self.buf[:end]).removesuffix(b"\r")
-            del self.buf[: end + 1]
-            if len(line) > self.max_line:
-                events += self._fatal(b"* BAD Line too long\r\n")
-                return
-            if any(c < 0x20 or c == 0x7F for c in line if c != 0x09):
-                events += self._fatal(b"* BAD Control characters in command\r\n")
+            line, why = take_line(self.buf, self.max_line, not self.segments and self.state == "command")
+            if line is None:
+                if why:
+                    events += self._fatal(_BAD[why])
                 return
             if self.state == "sasl":
                 events += self._sasl_response(line)

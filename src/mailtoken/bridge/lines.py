@@ -1,5 +1,6 @@
-"""What the IMAP and POP3 upstream dialogues share: both sign in with one XOAUTH2 string and read the server
-one reply line at a time. (SMTP's replies are multi-line with codes: smtp.py reads its own.)"""
+"""What the IMAP and POP3 machines share: the client side's command-line reader (`take_line`), and the upstream
+dialogues' XOAUTH2 string and reply-line reader (`LineUpstream`). (SMTP's replies are multi-line with codes:
+smtp.py reads its own.)"""
 
 from __future__ import annotations
 
@@ -10,6 +11,24 @@ from .plain import clean
 
 # A server's CAPABILITY (or CAPA) line can be long, but never unbounded.
 UPSTREAM_MAX_LINE = 64 * 1024
+
+
+def take_line(buf: bytearray, max_line: int, tls_possible: bool) -> tuple[bytes | None, str]:
+    """The next command line (CR LF or LF) taken off `buf`: (line, ""), or (None, "") while it is incomplete,
+    or (None, why) when the input can be no command: "tls" (a TLS ClientHello, where `tls_possible`), "long"
+    (over `max_line`), "control" (control characters but tab). Each machine words its own reply to `why`."""
+    if tls_possible and buf[:1] == b"\x16":
+        return None, "tls"
+    end = buf.find(b"\n")
+    if end < 0:
+        return None, "long" if len(buf) > max_line else ""
+    line = bytes(buf[:end]).removesuffix(b"\r")
+    del buf[: end + 1]
+    if len(line) > max_line:
+        return None, "long"
+    if any(c < 0x20 or c == 0x7F for c in line if c != 0x09):
+        return None, "control"
+    return line, ""
 
 
 class LineUpstream:

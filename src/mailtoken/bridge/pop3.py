@@ -21,8 +21,15 @@ from mailtoken.bridge.events import (
     StartTLS,
     UpstreamEvent,
 )
-from mailtoken.bridge.lines import LineUpstream
+from mailtoken.bridge.lines import LineUpstream, take_line
 from mailtoken.bridge.plain import clean, decode_b64, parse_plain
+
+# What take_line's refusals are answered with, before the connection is closed.
+_ERR = {
+    "tls": b"-ERR TLS handshake on a plain connection: use STLS or plain POP3\r\n",
+    "long": b"-ERR Line too long\r\n",
+    "control": b"-ERR Control characters in command\r\n",
+}
 
 MAX_ERRORS = 10
 DEFAULT_CAPABILITIES: list[str] = []  # until an upstream has been seen
@@ -125,21 +132,10 @@ class ClientSide:
 
     def _run(self, events: list[Event]) -> None:
         while self.state in ("command", "sasl") and self.buf:
-            if self.buf[:1] == b"\x16" and self.state == "command":
-                events += self._fatal(b"-ERR TLS handshake on a plain connection: use STLS or plain POP3\r\n")
-                return
-            end = self.buf.find(b"\n")
-            if end < 0:
-                if len(self.buf) > self.max_line:
-                    events += self._fatal(b"-ERR Line too long\r\n")
-                return
-            line = bytes(self.buf[:end]).removesuffix(b"\r")
-            del self.buf[: end + 1]
-            if len(line) > self.max_line:
-                events += self._fatal(b"-ERR Line too long\r\n")
-                return
-            if any(c < 0x20 or c == 0x7F for c in line if c != 0x09):
-                events += self._fatal(b"-ERR Control characters in command\r\n")
+            line, why = take_line(self.buf, self.max_line, self.state == "command")
+            if line is None:
+                if why:
+                    events += self._fatal(_ERR[why])
                 return
             if self.state == "sasl":
                 self.state = "command"
